@@ -1,0 +1,99 @@
+"""`python -m dh_tune.detect`: run a DH-Net (optionally with a threshold profile) on images.
+
+Writes annotated images and detections.json to --out and prints each image's exit level and time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
+           (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dh_tune.detect", description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("sources", nargs="+", type=Path, help="images or folders of images")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the profile's own copy)")
+    p.add_argument("--profile", type=Path, default=None, help="threshold profile JSON from dh_tune.search")
+    p.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("T1", "T2"),
+                   help="gate thresholds without a profile (default 0.5 0.5)")
+    p.add_argument("--imgsz", type=int, default=None, help="input size without a profile (default: training size)")
+    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    return p.parse_args(argv)
+
+
+def draw(img: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, names: list[str],
+         exit_level: int) -> np.ndarray:
+    """Boxes with class and score, and the exit level in the corner."""
+    out = img.copy()
+    for (x1, y1, x2, y2), s, c in zip(boxes.astype(int), scores, classes):
+        color = PALETTE[int(c) % len(PALETTE)]
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, 2)
+        cv2.putText(out, f"{names[int(c)] if int(c) < len(names) else c} {s:.2f}", (x1, max(y1 - 3, 10)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)
+    cv2.putText(out, f"exit after head {exit_level}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from .data.images import list_images, read_image
+    from .model import NMSConfig
+    from .predict import Predictor
+    from .profiles import ProfileError
+    from .train.checkpoint import CheckpointError
+
+    nms = NMSConfig(conf=args.conf, iou=0.45, max_det=300, multi_label=False)
+    try:
+        if args.profile is not None:
+            if args.thresholds or args.imgsz:
+                raise ValueError("--thresholds and --imgsz come from the profile; leave them out with --profile")
+            predictor = Predictor.from_profile(args.profile, args.checkpoint, nms=nms)
+        elif args.checkpoint is not None:
+            predictor = Predictor.from_checkpoint(args.checkpoint, args.imgsz, tuple(args.thresholds or (0.5, 0.5)),
+                                                  nms=nms)
+        else:
+            raise ValueError("give --checkpoint or --profile")
+    except (ProfileError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    files: list[Path] = []
+    for src in args.sources:
+        if src.is_dir():
+            files += list_images(src)
+        elif src.is_file():
+            files.append(src)
+        else:
+            print(f"error: {src}: no such file or folder", file=sys.stderr)
+            return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for f in files:
+        img = read_image(f)
+        if img is None:
+            print(f"{f}: cannot be decoded, skipped", file=sys.stderr)
+            continue
+        pred = predictor(img)
+        d = pred.detections
+        cv2.imwrite(str(args.out / f.name), draw(img, d.boxes, d.scores, d.classes, predictor.names, pred.exit_level))
+        results.append({"image": str(f), "exit_level": pred.exit_level, "gate_scores": list(pred.gate_scores),
+                        "time_ms": pred.time_ms,
+                        "detections": [{"box_xyxy": [float(v) for v in b], "score": float(s), "class": int(c),
+                                        "name": predictor.names[int(c)]}
+                                       for b, s, c in zip(d.boxes, d.scores, d.classes)]})
+        print(f"{f.name}: exit after head {pred.exit_level}, {len(d)} objects, {pred.time_ms:.1f} ms")
+    (args.out / "detections.json").write_text(json.dumps(results, indent=1))
+    print(f"wrote {len(results)} annotated images and detections.json to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""`python -m dh_tune.evaluate`: AP, per-class AP, gate quality, head usage and expected latency of a profile.
+
+One pass of every head fills the exit-level cache (reused while checkpoint, data, size and NMS
+are unchanged); the thresholds are then applied to the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dh_tune.evaluate", description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("--checkpoint", type=Path, required=True, help="dh-tune checkpoint (best.pt or last.pt)")
+    p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the pipeline's val split)")
+    p.add_argument("--thresholds", type=float, nargs=2, default=(0.5, 0.5), metavar=("T1", "T2"),
+                   help="gate thresholds: an image stops after head k when gate k's score is below Tk (default 0.5 0.5)")
+    p.add_argument("--imgsz", type=int, default=None, help="network input size (default: the training size)")
+    p.add_argument("--device-table", type=Path, default=None, help="latency table of the target device "
+                                                                     "(default: measure this machine)")
+    p.add_argument("--plots", type=Path, default=None, help="write Figure 5 (gates) and Figure 7 (thresholds) PNGs here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from ..data import DataError, dh_tune_home, load_dataset
+    from ..latency import LatencyTable, LatencyTableError, expected_latency
+    from ..search.deploy import local_latency_tables
+    from ..train.checkpoint import CheckpointError, file_sha256, load_model
+    from .cache import cached_exit_table
+    from .report import print_report, write_plots
+
+    t1, t2 = args.thresholds
+    if not (0 <= t1 <= 1 and 0 <= t2 <= 1):
+        print(f"error: --thresholds {t1} {t2}: thresholds lie in [0, 1]", file=sys.stderr)
+        return 2
+    try:
+        model, ckpt = load_model(args.checkpoint)
+        cfg = ckpt["config"]
+        imgsz = args.imgsz or int(cfg["data"]["imgsz"])
+        if imgsz % 32:
+            raise ValueError(f"--imgsz {imgsz}: must be a multiple of 32")
+        ds = load_dataset(args.data or ckpt["dataset"], fmt=None if args.data else cfg["data"].get("format"))
+        split = args.split or cfg["data"]["val_split"]
+        if split not in ds.splits:
+            raise DataError(f"{ds.root}: no split '{split}' (have: {', '.join(ds.splits)})")
+        records = ds.splits[split]
+        eps = float(cfg["train"]["loss"]["eps"])
+        table = cached_exit_table(model, file_sha256(args.checkpoint), records, imgsz, eps=eps,
+                                  cache_dir=dh_tune_home() / "cache" / "exit_tables")
+        if args.device_table:
+            latency = LatencyTable.load(args.device_table)
+            if int(latency.model["imgsz"]) != imgsz:
+                print(f"warning: {args.device_table} was measured at {latency.model['imgsz']} px, evaluating at {imgsz}",
+                      file=sys.stderr)
+        else:
+            latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices")[imgsz]
+    except (CheckpointError, DataError, LatencyTableError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    metrics = table.evaluate(t1, t2, per_class=True)
+    full = table.evaluate(0.0, 0.0)
+    mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), latency)
+    full_ms = expected_latency(table.exit_levels(0.0, 0.0), latency)[0]
+    print_report(metrics, full, ds.names, (mean_ms, p90_ms), full_ms, latency.device_name, len(records), imgsz)
+    if args.plots:
+        for path in write_plots(table, latency, args.plots, t1, t2):
+            print(f"plot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Device latency tables: measured cost of each part of DH-Net on one device, as versioned JSON.
+
+A table measured on a Jetson or a server can be copied here and used like a local one: the
+threshold search only needs the per-part times to price the heads each image runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+SCHEMA_VERSION = 1
+
+PARTS: tuple[str, ...] = ("preprocess", "stage1", "gate1", "stage2", "gate2", "stage3", "nms")
+"""The timed parts, in the order an image that runs every head passes through them."""
+
+EXIT_PARTS: tuple[tuple[str, ...], ...] = (
+    ("preprocess", "stage1", "gate1", "nms"),
+    ("preprocess", "stage1", "gate1", "stage2", "gate2", "nms"),
+    ("preprocess", "stage1", "gate1", "stage2", "gate2", "stage3", "nms"),
+)
+"""Parts an image runs when it leaves after head 1, 2 or 3 (gate k decides whether head k+1 runs)."""
+
+STATISTICS = ("median", "p90")
+
+_PART_SCHEMA = {
+    "type": "object",
+    "required": ["median_ms", "p90_ms", "repeats"],
+    "properties": {
+        "median_ms": {"type": "number", "minimum": 0},
+        "p90_ms": {"type": "number", "minimum": 0},
+        "mean_ms": {"type": "number", "minimum": 0},
+        "min_ms": {"type": "number", "minimum": 0},
+        "repeats": {"type": "integer", "minimum": 1},
+    },
+    "additionalProperties": False,
+}
+
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "dh-tune device latency table",
+    "type": "object",
+    "required": ["schema_version", "device", "model", "parts", "created_at"],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "device": {
+            "type": "object",
+            "required": ["name", "kind", "threads", "torch"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "kind": {"enum": ["cpu", "cuda"]},
+                "threads": {"type": "integer", "minimum": 1},
+                "interop_threads": {"type": "integer", "minimum": 1},
+                "torch": {"type": "string", "minLength": 1},
+                "cpu_model": {"type": "string"},
+                "cuda_device": {"type": ["string", "null"]},
+                "platform": {"type": "string"},
+                "hostname": {"type": "string"},
+            },
+            "additionalProperties": True,  # descriptive; further facts about the device are welcome
+        },
+        "model": {
+            "type": "object",
+            "required": ["scale", "nc", "imgsz", "batch", "checkpoint_sha256"],
+            "properties": {
+                "scale": {
+                    "oneOf": [
+                        {"type": "string", "minLength": 1},
+                        {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0},
+                         "minItems": 2, "maxItems": 2},
+                    ]
+                },
+                "nc": {"type": "integer", "minimum": 1},
+                "imgsz": {"type": "integer", "minimum": 32, "multipleOf": 32},
+                "batch": {"type": "integer", "minimum": 1},
+                "checkpoint_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+            },
+            "additionalProperties": False,
+        },
+        "parts": {
+            "type": "object",
+            "required": list(PARTS),
+            "properties": {p: _PART_SCHEMA for p in PARTS},
+            "additionalProperties": False,
+        },
+        "measurement": {
+            "type": "object",
+            "properties": {
+                "warmup": {"type": "integer", "minimum": 0},
+                "interleaved": {"type": "boolean"},
+                "synchronized": {"type": "boolean"},
+                "dh_tune": {"type": "string"},
+                "seconds": {"type": "number", "minimum": 0},
+            },
+            "additionalProperties": True,
+        },
+        "created_at": {"type": "string", "minLength": 10},
+    },
+    "additionalProperties": False,
+}
+"""JSON schema (draft 2020-12) of a latency table document."""
+
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+class LatencyTableError(ValueError):
+    """A latency table that is not valid JSON or does not follow the schema.
+
+    The message is one line naming the file and the first problem found.
+    """
+
+
+@dataclass(frozen=True)
+class PartTiming:
+    """Median and 90th-percentile wall time of one part, over ``repeats`` timed runs."""
+
+    median_ms: float
+    p90_ms: float
+    repeats: int
+    mean_ms: float | None = None
+    min_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        # Plain floats and ints, so the canonical JSON (and the digest) survives a save/load trip.
+        for name in ("median_ms", "p90_ms", "mean_ms", "min_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "repeats", int(self.repeats))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form of one part's timing.
+
+        Optional statistics that were not recorded are left out rather than written as null.
+        """
+        out: dict[str, Any] = {"median_ms": self.median_ms, "p90_ms": self.p90_ms, "repeats": self.repeats}
+        out.update({k: v for k, v in (("mean_ms", self.mean_ms), ("min_ms", self.min_ms)) if v is not None})
+        return out
+
+
+def _problem(error: jsonschema.ValidationError) -> str:
+    """One-line description of a schema violation with the JSON path where it occurred."""
+    where = "/".join(str(p) for p in error.absolute_path) or "top level"
+    message = " ".join(error.message.split())
+    return f"{where}: {message[:200]}"
+
+
+def _check(doc: Any, source: str) -> None:
+    """Validate a document against SCHEMA plus the rules a schema cannot express.
+
+    Raises LatencyTableError naming ``source`` and the most relevant problem.
+    """
+    if isinstance(doc, dict) and doc.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise LatencyTableError(
+            f"{source}: latency table schema_version {doc['schema_version']!r} is not supported "
+            f"(this version of dh-tune reads {SCHEMA_VERSION}); re-measure the device"
+        )
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(doc))
+    if error is not None:
+        raise LatencyTableError(f"{source}: invalid latency table at {_problem(error)}")
+    for name, part in doc["parts"].items():
+        if not all(math.isfinite(v) for k, v in part.items() if k.endswith("_ms")):
+            raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: times must be finite")
+        if part["p90_ms"] < part["median_ms"]:
+            raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: p90_ms is below median_ms")
+    try:
+        datetime.fromisoformat(doc["created_at"])
+    except ValueError:
+        raise LatencyTableError(
+            f"{source}: invalid latency table at created_at: {doc['created_at']!r} is not an ISO 8601 time"
+        ) from None
+
+
+@dataclass
+class LatencyTable:
+    """Per-part timings of DH-Net on one device, with the device and model they were measured for.
+
+    ``exit_cost_ms`` turns them into the cost of an image leaving after each head.
+    """
+
+    device: dict[str, Any]
+    model: dict[str, Any]
+    parts: dict[str, PartTiming]
+    created_at: str
+    measurement: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device_name(self) -> str:
+        """The device's display name, e.g. the CPU model and thread count or the CUDA device.
+
+        Profiles are filed under it, so a table measured elsewhere keeps its own name.
+        """
+        return str(self.device["name"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of this table (schema version included).
+
+        ``from_dict(table.to_dict())`` gives back an equal table.
+        """
+        doc: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "device": dict(self.device),
+            "model": dict(self.model),
+            "parts": {name: self.parts[name].to_dict() for name in PARTS if name in self.parts},
+            "created_at": self.created_at,
+        }
+        if self.measurement:
+            doc["measurement"] = dict(self.measurement)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<latency table>") -> LatencyTable:
+        """Build a table from a parsed JSON document, validating it first.
+
+        ``source`` names the document in error messages (the file path when loading).
+        """
+        _check(doc, source)
+        parts = {name: PartTiming(**p) for name, p in doc["parts"].items()}
+        return cls(device=dict(doc["device"]), model=dict(doc["model"]), parts=parts,
+                   created_at=doc["created_at"], measurement=dict(doc.get("measurement", {})))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        """Read and validate a table from a JSON file.
+
+        Raises LatencyTableError (one line, naming the file) for unreadable, non-JSON or invalid files.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LatencyTableError(f"{path}: cannot read latency table ({exc.__class__.__name__}: {exc})") from None
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LatencyTableError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        return cls.from_dict(doc, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Validate and write the table as indented JSON, atomically (never a half-written table).
+
+        An invalid table raises LatencyTableError before anything is written.
+        """
+        path = Path(path)
+        doc = self.to_dict()
+        _check(doc, str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON (sorted keys, no whitespace) of the table.
+
+        Identifies the exact measurements a profile was priced with; unchanged by a save/load trip.
+        """
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    def exit_cost_ms(self, statistic: str = "median") -> np.ndarray:
+        """Cost (3,) in ms of an image leaving after head 1, 2 and 3, from one statistic per part.
+
+        Head 1: preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3.
+        """
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+        missing = [p for p in PARTS if p not in self.parts]
+        if missing:
+            raise LatencyTableError(f"latency table of {self.device_name} lacks parts {missing}")
+        attr = f"{statistic}_ms"
+        return np.array([sum(getattr(self.parts[p], attr) for p in parts) for parts in EXIT_PARTS])
+
+
+def expected_latency(exit_levels: np.ndarray, table: LatencyTable) -> tuple[float, float]:
+    """Expected (mean_ms, p90_ms) per image of a profile, from each image's exit level (1..3).
+
+    mean_ms: mean over images of the summed median part times of the parts the image runs.
+    p90_ms: 90th percentile over images (the smallest cost at or below which >= 90% of images fall)
+    of the summed p90 part times, a conservative estimate of the profile's tail latency.
+    """
+    levels = np.asarray(exit_levels).reshape(-1)
+    if len(levels) == 0:
+        raise ValueError("exit_levels is empty")
+    if not np.isin(levels, (1, 2, 3)).all():
+        raise ValueError("exit levels must be 1, 2 or 3")
+    index = levels.astype(np.int64) - 1
+    mean_ms = float(table.exit_cost_ms("median")[index].mean())
+    p90_ms = float(np.quantile(table.exit_cost_ms("p90")[index], 0.9, method="inverted_cdf"))
+    return mean_ms, p90_ms

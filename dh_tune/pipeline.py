@@ -1,0 +1,197 @@
+"""Pipeline files: one YAML describes the dataset, the model, training, Ray and the search.
+
+Validated on load with pydantic; any problem is one line naming the file and the bad key.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class PipelineError(ValueError):
+    """A pipeline file that cannot be used: one line with the file, the key and the reason."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthConfig(_Section):
+    """Size of the embedded synthetic dataset, generated once into DH_TUNE_HOME."""
+
+    train: int = Field(2000, ge=1)
+    val: int = Field(500, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    """Where the images come from and how they are fed."""
+
+    dataset: str | None = None  # None: the embedded synthetic signs
+    format: Literal["yolo", "coco", "tt100k"] | None = None
+    imgsz: int = Field(416, ge=32)
+    synth: SynthConfig = SynthConfig()
+    train_split: str = "train"
+    val_split: str = "val"
+    cache_images: bool = True
+    loader_workers: int = Field(0, ge=0)
+    min_images_per_class: int | None = None  # TT100K class filter (paper: 15)
+    min_instances: int | None = None  # TT100K class filter by instances (common: 100)
+    val_limit: int | None = Field(None, ge=1)
+
+    @field_validator("imgsz")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32, got {v}")
+        return v
+
+
+class ModelConfig(_Section):
+    """YOLOv5 scale: a name (n, s, m, l, x) or [depth, width]."""
+
+    scale: str | tuple[float, float] = "n"
+    init_from: str | None = None  # a YOLOv5-named state dict (.pt, weights_only)
+
+
+class LossSettings(_Section):
+    """Detection-loss gains and the gate-loss hyperparameters (paper Eq. 14-15, Eq. 3-7)."""
+
+    box: float = 0.05
+    cls: float = 0.5
+    obj: float = 1.0
+    anchor_t: float = Field(4.0, gt=1.0)
+    gate_lambda: float = Field(0.2, ge=0.0)
+    lambda_pos: tuple[float, float] = (0.28, 2.0)
+    eps: float = Field(4.0, gt=1.0)
+
+
+class AugmentSettings(_Section):
+    """Training augmentation (the paper turns mosaic off)."""
+
+    hsv_h: float = Field(0.015, ge=0.0)
+    hsv_s: float = Field(0.7, ge=0.0)
+    hsv_v: float = Field(0.4, ge=0.0)
+    fliplr: float = Field(0.5, ge=0.0, le=1.0)
+    flipud: float = Field(0.0, ge=0.0, le=1.0)
+    scale: float = Field(0.5, ge=0.0, lt=1.0)
+    translate: float = Field(0.1, ge=0.0, le=0.5)
+    mosaic: bool = False
+
+
+class TrainConfig(_Section):
+    """Schedule and optimiser (YOLOv5 defaults; paper: cosine 0.01 -> 0.001)."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD as the paper; AdamW converges faster on short CPU runs
+    lr0: float = Field(0.01, gt=0.0)
+    lrf: float = Field(0.1, gt=0.0, le=1.0)
+    momentum: float = Field(0.937, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    warmup_bias_lr: float = 0.1
+    ema: bool = True
+    precise_bn_batches: int = Field(8, ge=0)  # recompute BatchNorm statistics before validation (0: off)
+    amp: bool = True
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+    loss: LossSettings = LossSettings()
+    augment: AugmentSettings = AugmentSettings()
+
+
+class RaySettings(_Section):
+    """How training is spread: Ray Train workers, GPUs and failure handling."""
+
+    workers: int = Field(1, ge=1)
+    gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    max_failures: int = Field(2, ge=0)
+
+
+class SearchSettings(_Section):
+    """The threshold search: outer training trials and inner threshold trials."""
+
+    trials: int = Field(4, ge=1)
+    warm_start: bool = True
+    trial_epochs: int = Field(2, ge=1)
+    deploy_imgsz: list[int] = Field(default_factory=list)
+    threshold_trials: int = Field(300, ge=10)
+    grid_steps: int = Field(41, ge=3)
+    metric: Literal["ap50", "ap50_95"] = "ap50_95"
+    search_space: str = "search_spaces/gate_loss.yaml"
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    seed: int = 0
+
+    @field_validator("deploy_imgsz")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        for s in v:
+            if s <= 0 or s % 32:
+                raise ValueError(f"every size must be a positive multiple of 32, got {s}")
+        return sorted(set(v))
+
+
+class Pipeline(_Section):
+    """A whole end-to-end configuration."""
+
+    name: str = "quickstart"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    ray: RaySettings = RaySettings()
+    search: SearchSettings = SearchSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> "Pipeline":
+        if self.train.batch_size < self.ray.workers:
+            raise ValueError(f"train.batch_size ({self.train.batch_size}) is smaller than ray.workers ({self.ray.workers})")
+        return self
+
+    def with_overrides(self, **sections: dict) -> "Pipeline":
+        """A copy with some keys replaced, e.g. with_overrides(train={'epochs': 3})."""
+        doc = self.model_dump()
+        for section, values in sections.items():
+            if isinstance(doc.get(section), dict):
+                doc[section] = _merge(doc[section], values)
+            else:
+                doc[section] = values
+        return Pipeline.model_validate(doc)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _describe(err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{key}: {msg}" + (f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else "")
+
+
+def load_pipeline(path: str | Path | None) -> Pipeline:
+    """Read and validate a pipeline YAML; None gives the built-in quickstart defaults."""
+    if path is None:
+        return Pipeline()
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such pipeline file") from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections (data, model, train, ray, search)")
+    try:
+        return Pipeline.model_validate(doc)
+    except ValidationError as err:
+        raise PipelineError(f"{path}: {_describe(err)}") from None

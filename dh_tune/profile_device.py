@@ -1,0 +1,69 @@
+"""`python -m dh_tune.profile_device`: measure DH-Net's parts on this device into a latency table (JSON).
+
+Copy the table to another machine and pass it as --device-table to target this device from there.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dh_tune.profile_device", description=__doc__.split(":", 1)[1].strip())
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="dh-tune checkpoint whose architecture is timed")
+    src.add_argument("--scale", help="time an untrained model of this scale instead (n, s, m, l, x or DEPTH,WIDTH)")
+    p.add_argument("--nc", type=int, default=80, help="classes, with --scale (default 80)")
+    p.add_argument("--imgsz", type=int, required=True, help="square network input size (multiple of 32)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
+    p.add_argument("--batch", type=int, default=1, help="images per forward (times are per image)")
+    p.add_argument("--repeats", type=int, default=60, help="timed repeats after warm-up (default 60)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed warm-up repeats (default 10)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="stop repeating after this long (default 60)")
+    p.add_argument("--gpu", action="store_true", help="measure on the CUDA device")
+    p.add_argument("--out", type=Path, required=True, help="where to write the table, e.g. devices/jetson-orin.json")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from .latency.measure import latency_table
+    from .model import DHNet
+    from .train.checkpoint import CheckpointError, file_sha256, load_model
+
+    if args.imgsz <= 0 or args.imgsz % 32:
+        print(f"error: --imgsz {args.imgsz}: must be a positive multiple of 32", file=sys.stderr)
+        return 2
+    if args.gpu and not torch.cuda.is_available():
+        print("error: --gpu: no CUDA device is visible to torch", file=sys.stderr)
+        return 2
+    sha = None
+    try:
+        if args.checkpoint is not None:
+            model, _ = load_model(args.checkpoint)
+            sha = file_sha256(args.checkpoint)
+        else:
+            scale = args.scale if "," not in args.scale else tuple(float(v) for v in args.scale.split(","))
+            model = DHNet(scale, nc=args.nc)
+    except (CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    device = torch.device("cuda" if args.gpu else "cpu")
+    table = latency_table(model, args.imgsz, device=device, threads=args.threads, batch=args.batch,
+                          repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds,
+                          checkpoint_sha256=sha)
+    table.save(args.out)
+    print(f"{table.device_name}, input {args.imgsz}, batch {args.batch}")
+    for name, part in table.parts.items():
+        print(f"  {name:<10} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms   ({part.repeats} runs)")
+    exits = table.exit_cost_ms("median")
+    print("  exit after head 1 / 2 / 3: " + " / ".join(f"{v:.2f} ms" for v in exits))
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Threshold profiles: the JSON a search exports per device and latency budget, with its schema.
+
+A profile names the checkpoint it was made for (path relative to the profile and sha256);
+loading it against any other checkpoint is refused.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+KIND = "dh-tune-profile"
+
+_NUM = {"type": "number"}
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "dh-tune threshold profile",
+    "type": "object",
+    "required": ["schema_version", "kind", "device", "budget_ms", "feasible", "thresholds", "imgsz", "metric",
+                 "training", "expected", "model", "dh_tune_version", "created_at"],
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "kind": {"const": KIND},
+        "device": {"type": "object", "required": ["name", "table_digest"], "additionalProperties": True,
+                   "properties": {"name": {"type": "string", "minLength": 1},
+                                  "table_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+        "budget_ms": {"type": "number", "exclusiveMinimum": 0},
+        "feasible": {"type": "boolean"},
+        "note": {"type": "string"},
+        "thresholds": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 1},
+                       "minItems": 2, "maxItems": 2},
+        "imgsz": {"type": "integer", "minimum": 32, "multipleOf": 32},
+        "metric": {"enum": ["ap50", "ap50_95"]},
+        "training": {
+            "type": "object", "required": ["hyperparameters", "checkpoint"], "additionalProperties": True,
+            "properties": {
+                "hyperparameters": {"type": "object", "additionalProperties": {"type": ["number", "array", "string"]}},
+                "checkpoint": {"type": "object", "required": ["path", "sha256"], "additionalProperties": False,
+                               "properties": {"path": {"type": "string", "minLength": 1},
+                                              "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+            },
+        },
+        "expected": {
+            "type": "object", "additionalProperties": True,
+            "required": ["ap50", "ap50_95", "latency_mean_ms", "latency_p90_ms", "exit_shares"],
+            "properties": {"ap50": _NUM, "ap50_95": _NUM, "latency_mean_ms": _NUM, "latency_p90_ms": _NUM,
+                           "exit_shares": {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}},
+        },
+        "model": {"type": "object", "required": ["scale", "nc"], "additionalProperties": True},
+        "dh_tune_version": {"type": "string"},
+        "created_at": {"type": "string", "minLength": 10},
+    },
+}
+_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used (one line: the file and the reason)."""
+
+
+@dataclass
+class Profile:
+    """A validated profile document and the file it came from."""
+
+    doc: dict[str, Any]
+    path: Path | None = None
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        t = self.doc["thresholds"]
+        return float(t[0]), float(t[1])
+
+    @property
+    def imgsz(self) -> int:
+        return int(self.doc["imgsz"])
+
+    @property
+    def checkpoint_sha256(self) -> str:
+        return self.doc["training"]["checkpoint"]["sha256"]
+
+    def checkpoint_path(self) -> Path:
+        """The checkpoint file, resolved relative to the profile's folder."""
+        p = Path(self.doc["training"]["checkpoint"]["path"])
+        return p if p.is_absolute() or self.path is None else self.path.parent / p
+
+
+def validate(doc: Any, source: str) -> None:
+    """Raise ProfileError naming `source` and the first schema problem."""
+    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(doc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise ProfileError(f"{source}: invalid profile at {where}: {' '.join(error.message.split())[:200]}")
+
+
+def make_profile(*, device_name: str, table_digest: str, budget_ms: float, feasible: bool, candidate: dict,
+                 metric: str, hyperparameters: dict, checkpoint_rel: str, checkpoint_sha256: str,
+                 model: dict, note: str | None = None, extra_training: dict | None = None) -> dict[str, Any]:
+    """Assemble (and validate) a profile document from a chosen search candidate."""
+    doc = {
+        "schema_version": SCHEMA_VERSION, "kind": KIND,
+        "device": {"name": device_name, "table_digest": table_digest},
+        "budget_ms": float(budget_ms), "feasible": bool(feasible),
+        "thresholds": [float(candidate["t1"]), float(candidate["t2"])], "imgsz": int(candidate["imgsz"]),
+        "metric": metric,
+        "training": {"hyperparameters": hyperparameters, **(extra_training or {}),
+                     "checkpoint": {"path": checkpoint_rel, "sha256": checkpoint_sha256}},
+        "expected": {"ap50": candidate["ap50"], "ap50_95": candidate["ap50_95"],
+                     "latency_mean_ms": candidate["latency_ms"], "latency_p90_ms": candidate["latency_p90_ms"],
+                     "exit_shares": list(candidate["exit_shares"]), "gate_accuracy": list(candidate["gate_accuracy"]),
+                     "mean_gmacs": candidate["mean_gmacs"]},
+        "model": model, "dh_tune_version": __version__,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if note:
+        doc["note"] = note
+    doc = json.loads(json.dumps(doc, default=_jsonable))
+    validate(doc, "<new profile>")
+    return doc
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    raise TypeError(f"not JSON serialisable: {type(v).__name__}")
+
+
+def save_profile(doc: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile (plain JSON, never unpickled)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ProfileError(f"{path}: no such profile") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: not JSON ({exc})") from None
+    validate(doc, str(path))
+    return Profile(doc, path)
+
+
+def check_checkpoint(profile: Profile, checkpoint: str | Path, checkpoint_sha256: str) -> None:
+    """Refuse a checkpoint other than the one the profile was made for."""
+    if checkpoint_sha256 != profile.checkpoint_sha256:
+        raise ProfileError(
+            f"{profile.path}: made for checkpoint sha256 {profile.checkpoint_sha256[:12]}…, but {checkpoint} has "
+            f"sha256 {checkpoint_sha256[:12]}…; thresholds do not transfer between checkpoints, run the search "
+            "for this checkpoint (python -m dh_tune.search --checkpoint ...)")

@@ -1,0 +1,73 @@
+"""`python -m dh_tune.search`: Pareto-optimal gate-threshold profiles for each device latency budget.
+
+Trains DH-Nets over the gate-loss hyperparameters (Ray Tune + Optuna, Ray Train inside each trial),
+searches the per-gate thresholds of each against the device's latency table, and exports the most
+accurate profile within every --budget-ms, logged to MLflow.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dh_tune.search", description=__doc__.split(":", 1)[1].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget-ms", type=float, action="append", required=True, dest="budgets",
+                   help="latency budget per image in ms on the target device (repeat for several)")
+    p.add_argument("--pipeline", default=None, help="pipeline YAML (default: pipelines/quickstart.yaml)")
+    p.add_argument("--trials", type=int, default=None, help="training trials of the outer search (default: pipeline)")
+    p.add_argument("--device-table", type=Path, action="append", default=[], dest="device_tables",
+                   help="latency table measured on the target device (python -m dh_tune.profile_device); "
+                        "repeat for several image sizes. Default: measure this machine")
+    p.add_argument("--checkpoint", type=Path, default=None, help="skip training: search thresholds for this checkpoint")
+    p.add_argument("--metric", choices=["ap50", "ap50_95"], default=None, help="AP to maximise (default: pipeline, ap50_95)")
+    p.add_argument("--out", type=Path, default=None, help="search folder (default: runs/search/<pipeline>); "
+                                                          "re-running with the same folder resumes")
+    p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting Ray in-process")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under ./mlflow)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (profiles are still exported)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    from ..data import DataError
+    from ..latency import LatencyTableError
+    from ..pipeline import PipelineError, load_pipeline
+    from ..ray_setup import ResourceError
+    from ..train.checkpoint import CheckpointError
+    from .driver import SearchRequest, run_search
+    from .space import SearchSpaceError
+
+    bad = [b for b in args.budgets if not b > 0]
+    if bad:
+        print(f"error: --budget-ms {bad[0]:g}: a budget must be a positive number of milliseconds", file=sys.stderr)
+        return 2
+    try:
+        default = Path("pipelines/quickstart.yaml")
+        pipeline = load_pipeline(args.pipeline or (default if default.is_file() else None))
+        if args.metric:
+            pipeline = pipeline.with_overrides(search={"metric": args.metric})
+        out = (args.out or Path("runs/search") / pipeline.name).resolve()
+        if args.checkpoint is not None and not args.checkpoint.is_file():
+            raise CheckpointError(f"{args.checkpoint}: no such checkpoint")
+        req = SearchRequest(pipeline=pipeline, budgets=sorted(set(args.budgets)), out=out, trials=args.trials,
+                            device_tables=args.device_tables, checkpoint=args.checkpoint,
+                            ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow)
+        run_search(req)
+    except (PipelineError, DataError, ResourceError, CheckpointError, LatencyTableError, SearchSpaceError,
+            ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""What the inner search needs for one trained model: exit tables per deployment size and the
+device's latency table for each size (measured here once, or read from --device-table files).
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..data import ImageRecord
+from ..evaluate.cache import cached_exit_table
+from ..latency import LatencyTable
+from ..latency.measure import device_info, latency_table, slug
+from ..model import DHNet
+from ..train.checkpoint import file_sha256, load_model
+from .inner import DeploymentSpace
+
+
+def arch_key(model: DHNet) -> str:
+    """Short name of an architecture: depth, width and classes (latency does not depend on weights)."""
+    return f"d{model.scale.depth:g}-w{model.scale.width:g}-nc{model.nc}"
+
+
+def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *, threads: int | None = None,
+                         max_seconds: float = 5.0, progress: bool = True) -> dict[int, LatencyTable]:
+    """This device's table per size, measured once per architecture and size and reused from cache_dir."""
+    name = slug(device_info(torch.device("cpu"), threads or torch.get_num_threads())["name"])
+    out: dict[int, LatencyTable] = {}
+    for s in sizes:
+        path = Path(cache_dir) / f"{name}-{arch_key(model)}-{s}.json"
+        if path.is_file():
+            out[s] = LatencyTable.load(path)
+            continue
+        if progress:
+            print(f"measuring this device at {s}x{s} ...", file=sys.stderr, flush=True)
+        table = latency_table(model, s, threads=threads, repeats=40, max_seconds=max_seconds)
+        table.save(path)
+        out[s] = table
+    return out
+
+
+def tables_from_files(paths: Sequence[str | Path], sizes: Sequence[int]) -> dict[int, LatencyTable]:
+    """Tables measured elsewhere, keyed by the image size each was measured at (only the wanted sizes)."""
+    tables: dict[int, LatencyTable] = {}
+    for p in paths:
+        t = LatencyTable.load(p)
+        tables[int(t.model["imgsz"])] = t
+    return {s: t for s, t in tables.items() if s in sizes}
+
+
+def deployment_space(checkpoint: str | Path, records: Sequence[ImageRecord], sizes: Sequence[int],
+                     latency: dict[int, LatencyTable], *, eps: float, cache_dir: Path,
+                     progress: bool = True) -> DeploymentSpace:
+    """Exit tables of the checkpoint on the val records at every size that has a latency table."""
+    model, _ = load_model(checkpoint)
+    sha = file_sha256(checkpoint)
+    tables = {s: cached_exit_table(model, sha, records, s, eps=eps, cache_dir=cache_dir, progress=progress)
+              for s in sizes if s in latency}
+    return DeploymentSpace(tables, {s: latency[s] for s in tables})

@@ -1,0 +1,68 @@
+"""Export the chosen profiles: OUT/profiles/<device>/budget-<B>ms.json, an index, and the checkpoint."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..latency import LatencyTable
+from ..latency.measure import slug
+from ..profiles import make_profile, save_profile
+from ..train.checkpoint import file_sha256, load_checkpoint
+
+
+@dataclass
+class Exported:
+    """One budget's outcome: the profile file, its document and how it was chosen."""
+
+    budget_ms: float
+    path: Path
+    doc: dict
+    reason: str
+
+
+def budget_name(budget_ms: float) -> str:
+    return f"budget-{budget_ms:g}ms.json"
+
+
+def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: str, candidate: dict, trial: dict,
+                   metric: str, table: LatencyTable) -> Exported:
+    """Write one profile (and copy its checkpoint beside it once, named by content)."""
+    device_dir = out_dir / "profiles" / slug(table.device_name)
+    ckpt = Path(trial["checkpoint"])
+    sha = file_sha256(ckpt)
+    rel = Path("checkpoints") / f"{sha[:16]}.pt"
+    target = device_dir / rel
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ckpt, target)
+    meta = load_checkpoint(target)
+    args = meta["model_args"]
+    doc = make_profile(
+        device_name=table.device_name, table_digest=table.digest(), budget_ms=budget_ms, feasible=feasible,
+        candidate=candidate, metric=metric, hyperparameters=trial.get("params", {}),
+        checkpoint_rel=rel.as_posix(), checkpoint_sha256=sha,
+        model={"scale": args["scale"], "nc": args["nc"], "names": meta.get("names", [])},
+        note=None if feasible else reason, extra_training={"trial_id": trial["trial_id"]})
+    path = save_profile(doc, device_dir / budget_name(budget_ms))
+    return Exported(budget_ms, path, doc, reason)
+
+
+def write_index(out_dir: Path, device_name: str, exported: list[Exported], front: list[dict], metric: str,
+                extra: dict | None = None) -> Path:
+    """index.json beside the profiles: every budget with its file, feasibility, AP and latency."""
+    device_dir = out_dir / "profiles" / slug(device_name)
+    doc = {
+        "device": device_name, "metric": metric, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "budgets": [{"budget_ms": e.budget_ms, "file": e.path.name, "feasible": e.doc["feasible"],
+                     "imgsz": e.doc["imgsz"], "thresholds": e.doc["thresholds"],
+                     "ap50": e.doc["expected"]["ap50"], "ap50_95": e.doc["expected"]["ap50_95"],
+                     "latency_mean_ms": e.doc["expected"]["latency_mean_ms"], "reason": e.reason} for e in exported],
+        "front": front, **(extra or {}),
+    }
+    path = device_dir / "index.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1))
+    return path

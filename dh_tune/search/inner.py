@@ -1,0 +1,145 @@
+"""Inner search: per-gate thresholds (and deployment image size) against the exit-level cache.
+
+Each profile costs a millisecond or two (ExitTable.evaluate plus the device's latency table), so
+Optuna runs in-process; an exact sweep over a threshold grid is the reference front.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..evaluate.exit_table import ExitTable
+from ..latency import LatencyTable, expected_latency
+from .pareto import hypervolume, pareto_front
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One deployment profile and what the cache and the latency table say about it."""
+
+    imgsz: int
+    t1: float
+    t2: float
+    ap50: float
+    ap50_95: float
+    latency_ms: float
+    latency_p90_ms: float
+    exit_shares: tuple[float, float, float]
+    gate_accuracy: tuple[float, float]
+    gate_recall: tuple[float, float]
+    mean_gmacs: float
+    source: str = "grid"
+
+    def ap(self, metric: str) -> float:
+        """The AP the search optimises: 'ap50' or 'ap50_95'."""
+        return self.ap50 if metric == "ap50" else self.ap50_95
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DeploymentSpace:
+    """Exit tables and latency tables per deployment image size; scores any (imgsz, t1, t2)."""
+
+    def __init__(self, tables: dict[int, ExitTable], latency: dict[int, LatencyTable]) -> None:
+        missing = set(tables) - set(latency)
+        if missing:
+            raise ValueError(f"no latency table for image size(s) {sorted(missing)}")
+        self.tables, self.latency = tables, latency
+        self.sizes = sorted(tables)
+        self._memo: dict[tuple[int, float, float], Candidate] = {}
+
+    def evaluate(self, imgsz: int, t1: float, t2: float, source: str = "grid") -> Candidate:
+        key = (imgsz, float(t1), float(t2))
+        if key not in self._memo:
+            table = self.tables[imgsz]
+            m = table.evaluate(t1, t2)
+            mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz])
+            self._memo[key] = Candidate(
+                imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), mean_ms, p90_ms,
+                tuple(float(s) for s in m.exit_shares), tuple(float(v) for v in m.gate_accuracy),
+                tuple(float(v) for v in m.gate_recall), m.mean_macs / 1e9, source)
+        return self._memo[key]
+
+
+def _num(v: float) -> float:
+    return 0.0 if v != v else float(v)  # no ground truth at all -> AP counts as 0
+
+
+def grid_sweep(space: DeploymentSpace, steps: int) -> list[Candidate]:
+    """Every (imgsz, t1, t2) on an evenly spaced threshold grid over [0, 1]."""
+    grid = np.linspace(0.0, 1.0, steps)
+    return [space.evaluate(s, t1, t2, "grid") for s in space.sizes for t1 in grid for t2 in grid]
+
+
+def _sampler(name: str, seed: int):
+    import optuna
+
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=40)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=30)
+
+
+def optuna_search(space: DeploymentSpace, n_trials: int, *, metric: str, sampler: str = "tpe",
+                  seed: int = 0) -> list[Candidate]:
+    """Multi-objective Optuna (maximise AP, minimise mean latency) over (imgsz, t1, t2)."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(sampler, seed))
+    for s in space.sizes:  # the two ends of every size: all heads, and head 1 only
+        study.enqueue_trial({"imgsz": s, "t1": 0.0, "t2": 0.0})
+        study.enqueue_trial({"imgsz": s, "t1": 1.0, "t2": 1.0})
+    found: list[Candidate] = []
+
+    def objective(trial) -> tuple[float, float]:
+        imgsz = trial.suggest_categorical("imgsz", space.sizes)
+        c = space.evaluate(imgsz, trial.suggest_float("t1", 0.0, 1.0), trial.suggest_float("t2", 0.0, 1.0), "optuna")
+        found.append(c)
+        return c.ap(metric), c.latency_ms
+
+    study.optimize(objective, n_trials=max(n_trials, 2 * len(space.sizes)))
+    return found
+
+
+@dataclass
+class InnerResult:
+    """All evaluated profiles, their Pareto front, and how close Optuna's front came to the sweep's."""
+
+    candidates: list[Candidate]
+    front: list[Candidate]
+    hv_ratio: float
+    grid_front: list[Candidate] = field(default_factory=list)
+    optuna_front: list[Candidate] = field(default_factory=list)
+
+
+def front_of(candidates: list[Candidate], metric: str) -> list[Candidate]:
+    """The non-dominated candidates, by increasing latency."""
+    if not candidates:
+        return []
+    idx = pareto_front(np.array([c.ap(metric) for c in candidates]), np.array([c.latency_ms for c in candidates]))
+    return [candidates[i] for i in idx]
+
+
+def front_hypervolume(front: list[Candidate], metric: str, ref_latency: float) -> float:
+    """Area dominated by a front up to (ref_latency, AP 0)."""
+    if not front:
+        return 0.0
+    return hypervolume(np.array([c.ap(metric) for c in front]), np.array([c.latency_ms for c in front]), ref_latency)
+
+
+def inner_search(space: DeploymentSpace, *, metric: str, grid_steps: int, n_trials: int, sampler: str = "tpe",
+                 seed: int = 0) -> InnerResult:
+    """Sweep the grid, run Optuna, and return the combined front with the hypervolume ratio."""
+    grid = grid_sweep(space, grid_steps)
+    found = optuna_search(space, n_trials, metric=metric, sampler=sampler, seed=seed)
+    everything = grid + found
+    ref = max(c.latency_ms for c in everything) * 1.05
+    grid_front, optuna_front = front_of(grid, metric), front_of(found, metric)
+    hv_grid = front_hypervolume(grid_front, metric, ref)
+    ratio = front_hypervolume(optuna_front, metric, ref) / hv_grid if hv_grid > 0 else float("nan")
+    return InnerResult(everything, front_of(everything, metric), ratio, grid_front, optuna_front)

@@ -1,0 +1,185 @@
+"""Outer search: Ray Tune + OptunaSearch over the gate-loss hyperparameters.
+
+Each Tune trial is a function trainable that trains a DH-Net through Ray Train (a TorchTrainer
+inside the trial), builds its exit tables, runs the inner threshold search and reports the best
+(AP, latency) point within the first budget. Results are files under OUT/trials, so a re-run
+with the same OUT skips finished trials.
+"""
+from __future__ import annotations
+
+import json
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data import load_dataset
+from ..latency import LatencyTable
+from ..pipeline import Pipeline
+from .inner import front_of, inner_search
+from .pareto import select_for_budget
+from .space import Dimension, loss_overrides
+
+PAPER_POINT = {"gate_lambda": 0.2, "lambda_pos_1": 0.28, "lambda_pos_2": 2.0, "eps": 4.0}
+RESULT_FILE = "result.json"
+TRIAL_CPU = 0.01
+
+
+@dataclass
+class TrialSetup:
+    """Everything a trial needs, as plain data (it travels to the Ray worker running the trial)."""
+
+    pipeline: dict[str, Any]
+    out_dir: str
+    dataset: str
+    base_checkpoint: str | None
+    latency_tables: dict[int, str]
+    budget_ms: float
+    tracking: dict[str, str] | None
+    cpus_per_worker: float
+
+
+def trial_params(config: dict[str, Any], dims: list[Dimension]) -> dict[str, float]:
+    return {d.name: float(config[d.name]) for d in dims if d.name in config}
+
+
+def evaluate_trained(checkpoint: Path, pipeline: Pipeline, dataset: str, latency: dict[int, LatencyTable],
+                     cache_dir: Path, eps: float, progress: bool = True):
+    """Exit tables + inner search for one trained checkpoint (shared by trials and --checkpoint)."""
+    from .deploy import deployment_space
+
+    ds = load_dataset(dataset, fmt=pipeline.data.format)
+    val = ds.splits[pipeline.data.val_split]
+    if pipeline.data.val_limit:
+        val = val[: pipeline.data.val_limit]
+    sizes = pipeline.search.deploy_imgsz or [pipeline.data.imgsz]
+    space = deployment_space(checkpoint, val, sizes, latency, eps=eps, cache_dir=cache_dir, progress=progress)
+    sc = pipeline.search
+    return inner_search(space, metric=sc.metric, grid_steps=sc.grid_steps, n_trials=sc.threshold_trials,
+                        sampler=sc.sampler, seed=sc.seed)
+
+
+def summarize_point(result, metric: str, budget_ms: float) -> dict[str, float]:
+    """The (AP, latency) a trial reports: its best profile within the budget, or its fastest one."""
+    front = result.front
+    choice = select_for_budget(np.array([c.ap(metric) for c in front]), np.array([c.latency_ms for c in front]),
+                               budget_ms)
+    pick = front[choice.index] if choice.index is not None else min(front, key=lambda c: c.latency_ms)
+    return {"ap": pick.ap(metric) if choice.feasible else 0.0, "latency_ms": pick.latency_ms,
+            "feasible": float(choice.feasible), "hv_ratio": float(result.hv_ratio)}
+
+
+def write_result(trial_dir: Path, doc: dict[str, Any]) -> None:
+    tmp = trial_dir / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(trial_dir / RESULT_FILE)
+
+
+def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) -> dict[str, Any]:
+    """Train with the sampled gate-loss hyperparameters, then search its thresholds."""
+    from ..train.run import run_training
+    from ..tracking import SafeLogger
+
+    import ray.tune
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    trial_dir = Path(setup.out_dir) / "trials" / trial_id
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    params = trial_params(config, dims)
+    base = Pipeline.model_validate(setup.pipeline)
+    train_over: dict[str, Any] = {"loss": loss_overrides(params, base.train.loss.lambda_pos)}
+    if setup.base_checkpoint:  # fine-tune at the base schedule's final learning rate
+        train_over.update(epochs=base.search.trial_epochs, warmup_epochs=0.0, lr0=base.train.lr0 * base.train.lrf,
+                          lrf=1.0)
+    pipeline = base.with_overrides(train=train_over, ray={"cpus_per_worker": setup.cpus_per_worker})
+    doc: dict[str, Any] = {"trial_id": trial_id, "params": params, "status": "running"}
+    write_result(trial_dir, doc)
+    try:
+        tracking = setup.tracking or {}
+        outcome = run_training(
+            pipeline, run_dir=trial_dir / "train", dataset=setup.dataset, tracking_uri=tracking.get("uri"),
+            parent_run_id=tracking.get("parent_run_id"), experiment=tracking.get("experiment"),
+            init_checkpoint=setup.base_checkpoint, track=bool(setup.tracking),
+            extra_tags={"trial_id": trial_id, "search_role": "trial"}, run_name=f"trial-{trial_id}")
+        latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
+        result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
+                                  pipeline.train.loss.eps, progress=False)
+        point = summarize_point(result, pipeline.search.metric, setup.budget_ms)
+        doc.update(status="finished", checkpoint=str(outcome.best), train_metrics=outcome.metrics,
+                   front=[c.to_dict() for c in result.front], hv_ratio=result.hv_ratio, point=point,
+                   mlflow_run_id=outcome.mlflow_run_id, evaluated=len(result.candidates))
+        if outcome.mlflow_run_id and setup.tracking:
+            log = SafeLogger(setup.tracking["uri"], outcome.mlflow_run_id)
+            log.metrics({"front_hv_ratio": result.hv_ratio, "point_ap": point["ap"],
+                         "point_latency_ms": point["latency_ms"]}, step=0)
+            (trial_dir / "front.json").write_text(json.dumps(doc["front"], indent=1))
+            log.artifact(trial_dir / "front.json")
+    except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, the search goes on
+        doc.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                   traceback=traceback.format_exc()[-4000:])
+        write_result(trial_dir, doc)
+        raise
+    write_result(trial_dir, doc)
+    return doc
+
+
+def _trainable(config: dict[str, Any], setup: dict[str, Any], dims: list[dict]) -> None:
+    import ray.tune
+
+    dims_ = [Dimension(**d) for d in dims]
+    doc = run_trial(config, TrialSetup(**setup), dims_)
+    ray.tune.report({"ap": doc["point"]["ap"], "latency_ms": doc["point"]["latency_ms"],
+                     "feasible": doc["point"]["feasible"], "hv_ratio": doc["point"]["hv_ratio"]})
+
+
+def finished_trials(out_dir: Path) -> list[dict[str, Any]]:
+    """Result documents of every trial that finished or failed (across earlier invocations)."""
+    docs = []
+    for f in sorted((Path(out_dir) / "trials").glob(f"*/{RESULT_FILE}")):
+        try:
+            doc = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            continue
+        if doc.get("status") in ("finished", "failed"):
+            docs.append(doc)
+    return docs
+
+
+def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sampler: str, seed: int,
+              callbacks: list | None = None) -> None:
+    """Run n_trials new Tune trials (one at a time on a small machine), Optuna study in sqlite."""
+    import optuna
+    from optuna.storages import RDBStorage
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from dataclasses import asdict
+
+    out = Path(setup.out_dir)
+    storage = RDBStorage(f"sqlite:///{(out / 'optuna.db').resolve()}")
+    study_name = "outer"
+    try:
+        existing = len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:
+        existing = 0
+    sampler_obj = (optuna.samplers.NSGAIISampler(seed=seed) if sampler == "nsga2"
+                   else optuna.samplers.RandomSampler(seed=seed) if sampler == "random"
+                   else optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
+    names = {d.name for d in dims}
+    start = [{k: v for k, v in PAPER_POINT.items() if k in names}] if existing == 0 else None
+    searcher = OptunaSearch(metric=["ap", "latency_ms"], mode=["max", "min"], sampler=sampler_obj,
+                            storage=storage, study_name=study_name, points_to_evaluate=start)
+    trainable = tune.with_parameters(_trainable, setup=asdict(setup), dims=[asdict(d) for d in dims])
+    # The trial only waits for its TorchTrainer: it holds a token CPU share, the workers the rest.
+    trainable = tune.with_resources(trainable, {"CPU": TRIAL_CPU})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={d.name: d.tune_domain() for d in dims},
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=n_trials, max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="outer", storage_path=str((out / "ray").resolve()),
+                                  failure_config=tune.FailureConfig(max_failures=0), verbose=0,
+                                  callbacks=callbacks),
+    )
+    tuner.fit()

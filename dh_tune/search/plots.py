@@ -1,0 +1,55 @@
+"""Search plots: the AP-latency Pareto front with budgets, and the paper's Figure 7."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict | None], metric: str,
+               path: str | Path, title: str) -> Path:
+    """All evaluated profiles (grey), the global front (line), each budget (dashed) and its choice (star)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter([p["latency_ms"] for p in points], [p[metric] for p in points], s=6, c="0.75",
+               label=f"profiles ({len(points)})")
+    fx = [p["latency_ms"] for p in front]
+    ax.plot(fx, [p[metric] for p in front], "-o", ms=3, c="tab:blue", label="Pareto front")
+    colors = plt.cm.tab10(np.linspace(0.2, 0.9, max(len(chosen), 1)))
+    for (budget, pick), color in zip(sorted(chosen.items()), colors):
+        ax.axvline(budget, ls="--", c=color, lw=1)
+        if pick is not None:
+            ax.scatter([pick["latency_ms"]], [pick[metric]], marker="*", s=160, color=color, zorder=5,
+                       label=f"{budget:g} ms: imgsz {pick['imgsz']}, t=({pick['t1']:.2f}, {pick['t2']:.2f})")
+    ax.set_xlabel("expected mean latency per image (ms)")
+    ax.set_ylabel(metric.upper().replace("_", ":").replace("AP50:95", "AP50:95"))
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_threshold_sweep(t: np.ndarray, ap: np.ndarray, latency: np.ndarray, share1: np.ndarray, gate: int,
+                         fixed: float, path: str | Path, title: str) -> Path:
+    """Paper Fig. 7: AP and latency as one gate's threshold moves (the other fixed)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(t, ap, "-o", ms=3, c="tab:blue", label="AP")
+    ax.set_xlabel(f"threshold of gate {gate} (gate {3 - gate} fixed at {fixed:.2f})")
+    ax.set_ylabel("AP", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(t, latency, "-s", ms=3, c="tab:red", label="latency")
+    ax2.set_ylabel("expected latency (ms)", color="tab:red")
+    ax.plot(t, share1 * (np.nanmax(ap) if len(ap) else 1), ":", c="0.5", label="share exiting early (scaled)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,66 @@
+"""Search progress on the console: trials done / running / failed, best AP per budget, time left."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .pareto import select_for_budget
+
+
+def best_per_budget(docs: list[dict], budgets: list[float], metric: str) -> dict[float, float | None]:
+    """Highest AP within each budget over every finished trial's front (None when nothing fits)."""
+    points = [c for d in docs if d.get("status") == "finished" for c in d.get("front", [])]
+    out: dict[float, float | None] = {}
+    for b in budgets:
+        if not points:
+            out[b] = None
+            continue
+        choice = select_for_budget(np.array([p[metric] for p in points]), np.array([p["latency_ms"] for p in points]), b)
+        out[b] = points[choice.index][metric] if choice.feasible else None
+    return out
+
+
+def progress_line(done: int, failed: int, running: int, total: int, started: float, best: dict[float, float | None],
+                  metric: str) -> str:
+    elapsed = time.time() - started
+    finished = done + failed
+    eta = f"{(elapsed / finished) * (total - finished) / 60:.1f} min" if finished else "?"
+    bests = ", ".join(f"{b:g} ms: {v:.3f}" if v is not None else f"{b:g} ms: -" for b, v in best.items())
+    return (f"[search] trials {done} done / {running} running / {failed} failed of {total} | best {metric} "
+            f"{bests} | elapsed {elapsed / 60:.1f} min, left ~{eta}")
+
+
+def make_callback(out_dir: Path, budgets: list[float], metric: str, total: int, already: int):
+    """A Ray Tune callback that prints a progress line whenever a trial starts, finishes or fails."""
+    from ray.tune import Callback
+
+    from .outer import finished_trials
+
+    class _Progress(Callback):
+        def __init__(self) -> None:
+            self.started = time.time()
+            self.running = 0
+
+        def _print(self) -> None:
+            docs = finished_trials(out_dir)
+            done = sum(d["status"] == "finished" for d in docs)
+            failed = sum(d["status"] == "failed" for d in docs)
+            print(progress_line(done, failed, self.running, total, self.started,
+                                best_per_budget(docs, budgets, metric), metric), file=sys.stderr, flush=True)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running += 1
+            self._print()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.running = max(self.running - 1, 0)
+            self._print()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.running = max(self.running - 1, 0)
+            self._print()
+
+    return _Progress()

@@ -1,0 +1,91 @@
+"""The outer search space (search_spaces/*.yaml): gate-loss hyperparameters and their ranges.
+
+Each entry names a `train.loss` setting: gate_lambda, lambda_pos_1, lambda_pos_2 or eps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+KNOWN = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps")
+
+
+class SearchSpaceError(ValueError):
+    """A search-space file that cannot be used (one line: the file, the key and the reason)."""
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched hyperparameter: a float or int range, optionally log-scaled."""
+
+    name: str
+    kind: Literal["float", "int"]
+    low: float
+    high: float
+    log: bool = False
+
+    def tune_domain(self):
+        """The Ray Tune domain that OptunaSearch translates into an Optuna distribution."""
+        from ray import tune
+
+        if self.kind == "int":
+            return tune.lograndint(int(self.low), int(self.high) + 1) if self.log else tune.randint(int(self.low), int(self.high) + 1)
+        return tune.loguniform(self.low, self.high) if self.log else tune.uniform(self.low, self.high)
+
+
+def load_space(path: str | Path) -> list[Dimension]:
+    """Read and validate a search-space YAML."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SearchSpaceError(f"{path}: no such search-space file") from None
+    except yaml.YAMLError as exc:
+        raise SearchSpaceError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise SearchSpaceError(f"{path}: expected a mapping of hyperparameter -> {{type, low, high, log}}")
+    dims = []
+    for name, spec in doc.items():
+        if name not in KNOWN:
+            raise SearchSpaceError(f"{path}: {name}: unknown hyperparameter (known: {', '.join(KNOWN)})")
+        if not isinstance(spec, dict):
+            raise SearchSpaceError(f"{path}: {name}: expected {{type, low, high, log}}")
+        extra = set(spec) - {"type", "low", "high", "log"}
+        if extra:
+            raise SearchSpaceError(f"{path}: {name}.{sorted(extra)[0]}: unknown key")
+        kind = spec.get("type", "float")
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+        except KeyError as exc:
+            raise SearchSpaceError(f"{path}: {name}.{exc.args[0]}: missing") from None
+        except (TypeError, ValueError):
+            raise SearchSpaceError(f"{path}: {name}: low and high must be numbers") from None
+        if kind not in ("float", "int"):
+            raise SearchSpaceError(f"{path}: {name}.type: must be float or int, got {kind!r}")
+        if not low < high:
+            raise SearchSpaceError(f"{path}: {name}: low ({low}) must be below high ({high})")
+        log = bool(spec.get("log", False))
+        if log and low <= 0:
+            raise SearchSpaceError(f"{path}: {name}: a log range needs low > 0")
+        if name == "eps" and low <= 1:
+            raise SearchSpaceError(f"{path}: eps.low: epsilon must exceed 1 (Eq. 5 compares ratios >= 1)")
+        dims.append(Dimension(name, kind, low, high, log))
+    return dims
+
+
+def loss_overrides(params: dict[str, Any], base_lambda_pos: tuple[float, float]) -> dict[str, Any]:
+    """Sampled values -> the `train.loss` section overrides of a pipeline."""
+    out: dict[str, Any] = {}
+    lp = list(base_lambda_pos)
+    for k, v in params.items():
+        if k == "lambda_pos_1":
+            lp[0] = float(v)
+        elif k == "lambda_pos_2":
+            lp[1] = float(v)
+        elif k in KNOWN:
+            out[k] = float(v)
+    out["lambda_pos"] = lp
+    return out

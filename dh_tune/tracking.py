@@ -1,0 +1,129 @@
+"""MLflow helpers: the default local sqlite store under ./mlflow, experiments and safe logging.
+
+Logging never breaks the work it describes: a failing tracking server becomes one warning.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+STORE_DIR = Path("mlflow")
+
+
+def default_tracking_uri() -> str:
+    """sqlite store `mlflow/mlflow.db` under the current directory (created on first use)."""
+    STORE_DIR.mkdir(exist_ok=True)
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The URI to use: the given one, $MLFLOW_TRACKING_URI, or the local default store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # An unreachable server should fail in seconds, not after minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="mlflow")
+
+
+def client(uri: str):
+    """An MlflowClient for this URI."""
+    _quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """Id of the experiment `name`, created if needed (artifacts under mlflow/artifacts for a local store)."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+def flatten(doc: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> flat {'train.epochs': '10'} for MLflow params."""
+    out: dict[str, str] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+class SafeLogger:
+    """Logs to one MLflow run; after the first failure it warns once and stays silent."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        self.uri, self.run_id = uri, run_id
+        self.failed = False
+        self._client = None
+
+    def _call(self, fn: str, *args, **kwargs) -> None:
+        if self.failed:
+            return
+        try:
+            if self._client is None:
+                self._client = client(self.uri)
+            getattr(self._client, fn)(self.run_id, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - tracking must not stop training or search
+            self.failed = True
+            print(f"warning: MLflow logging to {self.uri} failed ({str(exc).splitlines()[0][:200]}); "
+                  "results are still written to disk", file=sys.stderr, flush=True)
+
+    def metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+        self._call("log_batch", metrics=batch)
+
+    def params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        self._call("log_batch", params=[Param(k, v) for k, v in params.items()])
+
+    def tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._call("log_batch", tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self._call("log_artifact", str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self._call("set_terminated", status)
+
+
+def start_run(uri: str, experiment: str, run_name: str, tags: dict[str, str] | None = None,
+              parent_run_id: str | None = None) -> SafeLogger | None:
+    """Create a run (nested under parent_run_id if given); None, with a warning, if the store is unreachable."""
+    try:
+        c = client(uri)
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = c.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
+    except Exception as exc:  # noqa: BLE001
+        print(f"warning: cannot reach MLflow at {uri} ({str(exc).splitlines()[0][:200]}); "
+              "continuing without tracking, results are written to disk", file=sys.stderr, flush=True)
+        return None
+    return SafeLogger(uri, run.info.run_id)

@@ -1,0 +1,225 @@
+"""The DH-Net training loop: plain PyTorch over a pipeline, with or without Ray around it.
+
+Ray Train only supplies the process group and a `report` function; run locally, the same loop
+gets a local context. Every epoch ends with validation of the EMA model and a checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from ..data import DetectionDataset, collate
+from ..data.augment import AugmentConfig
+from ..data.gate_labels import gate_targets
+from ..loss import DHLoss, LossConfig
+from ..model import DHNet
+from ..pipeline import Pipeline
+from .checkpoint import model_args, save_checkpoint
+from .data_setup import load_splits
+from .ema import ModelEMA
+from .schedule import apply_schedule, make_optimizer
+from .validate import fitness, precise_bn, validate
+
+Reporter = Callable[[dict[str, float], "Path | None"], None]
+
+
+class InjectedFailure(RuntimeError):
+    """Raised on purpose to test recovery from a crashed worker."""
+
+
+@dataclass
+class RunContext:
+    """Where the loop runs: rank, world size, device, how to report and what to resume from."""
+
+    run_dir: Path
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    report: Reporter | None = None
+    resume_state: dict[str, Any] | None = None
+    init_state: dict[str, Any] | None = None  # a dh-tune checkpoint to start from (warm start)
+    log_metrics: Callable[[dict[str, float], int], None] | None = None
+    inject_failure_epoch: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed, same run: Python, NumPy and torch generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _make_loader(ds, batch: int, ctx: RunContext, seed: int, shuffle: bool, workers: int) -> DataLoader:
+    sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
+                                 drop_last=False)
+    return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=workers,
+                      pin_memory=ctx.device.type == "cuda")
+
+
+def _restore(state: dict[str, Any], model: torch.nn.Module, ema: ModelEMA | None, optimizer, scaler) -> tuple[int, float, list]:
+    model.load_state_dict(state["model"])
+    if ema is not None and state.get("ema") is not None:
+        ema.ema.load_state_dict(state["ema"])
+        ema.updates = int(state.get("ema_updates", 0))
+    optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epoch"]) + 1, float(state.get("best_fitness", -1.0)), list(state.get("history", []))
+
+
+def epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
+    """The one-line summary printed after each epoch."""
+    return (f"epoch {epoch + 1}/{epochs}  loss box {m['box']:.4f} obj {m['obj']:.4f} cls {m['cls']:.4f} "
+            f"gate {m['gate']:.4f}  AP50 {m['ap50']:.3f} AP50:95 {m['ap50_95']:.3f}  "
+            f"gate acc {m['gate1_acc']:.3f}/{m['gate2_acc']:.3f}  lr {m['lr']:.5f}  {m['epoch_time_s']:.1f}s")
+
+
+def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = None) -> dict[str, float]:
+    """Train a DH-Net as the pipeline says; returns the last epoch's metrics."""
+    tc, dc = pipeline.train, pipeline.data
+    seed_everything(tc.seed + ctx.rank)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    device, main = ctx.device, ctx.rank == 0
+
+    splits = load_splits(pipeline, dataset_spec)
+    aug = AugmentConfig(**tc.augment.model_dump(exclude={"mosaic"}))
+    train_ds = DetectionDataset(splits.train, dc.imgsz, augment=True, hyp=aug, mosaic=tc.augment.mosaic,
+                                cache_images=dc.cache_images)
+    val_ds = DetectionDataset(splits.val, dc.imgsz, augment=False, cache_images=dc.cache_images)
+    per_rank = max(tc.batch_size // ctx.world_size, 1)
+    train_loader = _make_loader(train_ds, per_rank, ctx, tc.seed, True, dc.loader_workers)
+    val_loader = DataLoader(val_ds, batch_size=per_rank * 2, collate_fn=collate, num_workers=dc.loader_workers)
+
+    model = DHNet(pipeline.model.scale, nc=len(splits.names)).to(device)
+    if ctx.init_state is not None and ctx.resume_state is None:
+        init = ctx.init_state.get("ema") or ctx.init_state["model"]
+        model.load_state_dict(init)
+    elif pipeline.model.init_from and ctx.resume_state is None:
+        report = model.load_yolov5(pipeline.model.init_from)
+        if main:
+            print(f"init from {pipeline.model.init_from}: {report.summary()}", flush=True)
+    optimizer = make_optimizer(model, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay)
+    use_amp = tc.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    ema = ModelEMA(model) if tc.ema else None
+    start_epoch, best_fit, history = 0, -1.0, []
+    if ctx.resume_state is not None:
+        start_epoch, best_fit, history = _restore(ctx.resume_state, model, ema, optimizer, scaler)
+    if ema is not None:
+        ema.ema.to(device)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ctx.world_size > 1 and dist.is_initialized() else model
+    ls = tc.loss
+    criterion = DHLoss(model.nc, model.anchors_px.detach().cpu(), model.strides, dc.imgsz,
+                       LossConfig(box=ls.box, cls=ls.cls, obj=ls.obj, anchor_t=ls.anchor_t,
+                                  gate_lambda=ls.gate_lambda, lambda_pos=tuple(ls.lambda_pos)))
+    anchors_cpu = model.anchors_px.detach().cpu()
+    metrics: dict[str, float] = history[-1] if history else {}
+    nb = len(train_loader)
+
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.time()
+        net.train()
+        train_loader.sampler.set_epoch(epoch)
+        # Augmentation draws from torch's generator: reseeding per epoch makes a resumed run identical.
+        seed_everything(tc.seed + 1000 * epoch + ctx.rank)
+        sums = torch.zeros(5)
+        bar = tqdm(train_loader, total=nb, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
+                   disable=not (main and sys.stderr.isatty()))
+        lr = tc.lr0
+        for it, (images, targets, _) in enumerate(bar):
+            lr = apply_schedule(optimizer, epoch=epoch, it=it, iters_per_epoch=nb, epochs=tc.epochs, lr0=tc.lr0,
+                                lrf=tc.lrf, momentum=tc.momentum, warmup_epochs=tc.warmup_epochs,
+                                warmup_bias_lr=tc.warmup_bias_lr)
+            x = images.to(device, non_blocking=True).float() / 255
+            gl = gate_targets(targets[:, 4:6], targets[:, 0].long(), images.shape[0], anchors_cpu, ls.eps)
+            with torch.autocast(device.type, enabled=use_amp):
+                maps, logits = net(x)
+            loss, items = criterion([m.float() for m in maps], logits.float(), targets.to(device), gl.to(device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, iteration {it + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+            scaler.step(optimizer)
+            scaler.update()
+            if ema is not None:
+                ema.update(model)
+            sums += torch.stack([items[k].detach().cpu().float() for k in ("box", "obj", "cls", "gate", "total")])
+            bar.set_postfix(loss=f"{float(items['total']):.3f}")
+        train_time = time.time() - t0
+        means = (sums / max(nb, 1)).tolist()
+        metrics = dict(zip(("box", "obj", "cls", "gate", "loss"), means))
+        metrics.update(lr=lr, epoch=epoch + 1)
+        ckpt_dir = None
+        if main:
+            eval_model = ema.ema if ema is not None else model
+            precise_bn(eval_model, train_loader, device, tc.precise_bn_batches)
+            metrics.update(validate(eval_model, val_loader, device, eps=ls.eps, amp=use_amp))
+            metrics["fitness"] = fitness(metrics)
+            metrics["epoch_time_s"] = time.time() - t0
+            metrics["train_time_s"] = train_time
+            metrics["images_per_s"] = len(train_ds) / max(train_time, 1e-9)  # all ranks together
+            history.append(metrics)
+            improved = metrics["fitness"] > best_fit
+            best_fit = max(best_fit, metrics["fitness"])
+            state = {
+                "model": model.state_dict(), "ema": ema.ema.state_dict() if ema else None,
+                "ema_updates": ema.updates if ema else 0, "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if use_amp else None, "epoch": epoch, "epochs": tc.epochs,
+                "config": pipeline.model_dump(mode="json"), "names": splits.names, "model_args": model_args(model),
+                "metrics": metrics, "best_fitness": best_fit, "history": history,
+                "dataset": splits.spec,
+            }
+            ckpt_dir = ctx.run_dir / "weights"
+            save_checkpoint(ckpt_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", state)
+            print(epoch_line(epoch, tc.epochs, metrics), flush=True)
+            if ctx.log_metrics is not None:
+                ctx.log_metrics(metrics, epoch + 1)
+        write_rank_checksum(ctx.run_dir, ctx.rank, epoch, model)
+        if ctx.report is not None:
+            ctx.report(metrics, ckpt_dir)
+        _maybe_fail(ctx, epoch)
+    return metrics
+
+
+def write_rank_checksum(run_dir: Path, rank: int, epoch: int, model: torch.nn.Module) -> None:
+    """ranks/rank-<r>.json: a hash of this rank's weights, so DDP ranks can be checked to agree.
+
+    Parameters only: BatchNorm statistics are rank-local until DDP broadcasts them at the next forward.
+    """
+    h = hashlib.sha256()
+    for k, v in model.named_parameters():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    path = run_dir / "ranks" / f"rank-{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rank": rank, "epoch": epoch + 1, "sha256": h.hexdigest()}))
+
+
+def _maybe_fail(ctx: RunContext, epoch: int) -> None:
+    """Fault injection for recovery tests: rank 0 crashes once, after epoch `inject_failure_epoch`."""
+    if ctx.inject_failure_epoch is None or epoch != ctx.inject_failure_epoch or ctx.rank != 0:
+        return
+    marker = ctx.run_dir / f".failure-injected-{epoch}"
+    if not marker.exists():
+        marker.touch()
+        raise InjectedFailure(f"injected worker failure after epoch {epoch + 1}")

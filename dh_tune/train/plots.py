@@ -1,0 +1,33 @@
+"""Training curves as a PNG (losses, AP, gate accuracy and learning rate per epoch)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
+    """Four panels: losses, AP50 and AP50:95, gate accuracy/recall, learning rate."""
+    path = Path(path)
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    panels = [
+        ("loss", ("box", "obj", "cls", "gate")),
+        ("AP (all heads)", ("ap50", "ap50_95")),
+        ("gates at 0.5", ("gate1_acc", "gate2_acc", "gate1_recall", "gate2_recall")),
+        ("learning rate", ("lr",)),
+    ]
+    for ax, (title, keys) in zip(axes, panels):
+        for k in keys:
+            ax.plot(epochs, [h.get(k, float("nan")) for h in history], marker="o", ms=3, label=k)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,102 @@
+"""Ray Train around the plain loop: a TorchTrainer whose workers run `train_loop` under DDP.
+
+Rank 0 validates, writes the checkpoint into the run folder and reports it to Ray, so that a
+crashed worker group restarts from the latest epoch (FailureConfig).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..pipeline import Pipeline
+from .checkpoint import load_checkpoint
+from .loop import RunContext, train_loop
+
+
+def _epoch_logger(config: dict[str, Any]):
+    tracking = config.get("tracking")
+    if not tracking:
+        return None
+    from ..tracking import SafeLogger
+
+    return SafeLogger(tracking["uri"], tracking["run_id"]).metrics
+
+
+def ray_worker_loop(config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker (plain PyTorch inside)."""
+    import ray.train
+    import ray.train.torch
+
+    from ..ray_setup import quiet_worker_logs
+
+    quiet_worker_logs()
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    pipeline = Pipeline.model_validate(config["pipeline"])
+    device = ray.train.torch.get_device() if pipeline.ray.gpu else torch.device("cpu")
+    if not pipeline.train.threads:
+        torch.set_num_threads(max(1, round(pipeline.ray.cpus_per_worker)))
+    resume_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            resume_state = load_checkpoint(Path(d) / "last.pt")
+    elif config.get("resume_from"):
+        resume_state = load_checkpoint(config["resume_from"])
+
+    def report(metrics: dict[str, float], ckpt_dir: Path | None) -> None:
+        if ckpt_dir is None:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy2(ckpt_dir / "last.pt", Path(tmp) / "last.pt")
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    init_state = load_checkpoint(config["init_checkpoint"]) if config.get("init_checkpoint") else None
+    run_ctx = RunContext(run_dir=Path(config["run_dir"]), rank=rank, world_size=world, device=device,
+                         report=report, resume_state=resume_state, init_state=init_state,
+                         log_metrics=_epoch_logger(config) if rank == 0 else None,
+                         inject_failure_epoch=config.get("inject_failure_epoch"))
+    train_loop(pipeline, run_ctx, config.get("dataset"))
+
+
+def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
+                 init_checkpoint: str | None = None,
+                 tracking: dict[str, str] | None = None, inject_failure_epoch: int | None = None,
+                 callbacks: list | None = None, name: str = "train"):
+    """Run the training on Ray Train workers; returns Ray's Result (raises on final failure)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    rc = pipeline.ray
+    resources: dict[str, float] = {"CPU": rc.cpus_per_worker}
+    if rc.gpu:
+        resources["GPU"] = 1
+    config = {"pipeline": pipeline.model_dump(mode="json"), "run_dir": str(run_dir), "dataset": dataset,
+              "resume_from": resume_from, "init_checkpoint": init_checkpoint, "tracking": tracking, "inject_failure_epoch": inject_failure_epoch}
+    trainer = TorchTrainer(
+        ray_worker_loop,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=rc.workers, use_gpu=rc.gpu, resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=str((run_dir / "ray").resolve()),
+                             failure_config=FailureConfig(max_failures=rc.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2),
+                             logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks),
+    )
+    return trainer.fit()
+
+
+def fit_local(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
+              init_checkpoint: str | None = None, tracking: dict[str, str] | None = None,
+              inject_failure_epoch: int | None = None) -> dict[str, float]:
+    """The same loop in this process, without Ray (one worker)."""
+    device = torch.device("cuda" if pipeline.ray.gpu and torch.cuda.is_available() else "cpu")
+    ctx = RunContext(run_dir=run_dir, device=device,
+                     resume_state=load_checkpoint(resume_from) if resume_from else None,
+                     init_state=load_checkpoint(init_checkpoint) if init_checkpoint else None,
+                     log_metrics=_epoch_logger({"tracking": tracking}), inject_failure_epoch=inject_failure_epoch)
+    return train_loop(pipeline, ctx, dataset)

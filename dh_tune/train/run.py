@@ -1,0 +1,113 @@
+"""One training run, end to end: run folder, MLflow run, Ray Train (or in-process), artifacts."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..pipeline import Pipeline
+from ..tracking import flatten, resolve_tracking_uri, start_run
+from .checkpoint import load_checkpoint
+from .data_setup import resolve_dataset
+from .plots import plot_history
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class TrainOutcome:
+    """Where a finished run left its results."""
+
+    run_dir: Path
+    last: Path
+    best: Path
+    metrics: dict[str, float]
+    mlflow_run_id: str | None
+
+
+def new_run_dir(pipeline: Pipeline, root: str | Path = "runs/train") -> Path:
+    """runs/train/<pipeline>-<timestamp>, never an existing folder."""
+    base = Path(root) / f"{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, i = base, 1
+    while path.exists():
+        path, i = Path(f"{base}-{i}"), i + 1
+    return path
+
+
+def read_run(run_dir: Path) -> dict:
+    """The run's record (pipeline, dataset, MLflow run id); ValueError if the folder is not a run."""
+    f = run_dir / RUN_FILE
+    if not f.is_file():
+        raise ValueError(f"{run_dir}: not a dh-tune run folder (no {RUN_FILE})")
+    return json.loads(f.read_text())
+
+
+def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Path | None = None,
+                 dataset: str | None = None, tracking_uri: str | None = None, ray_address: str | None = None,
+                 use_ray: bool = True, parent_run_id: str | None = None, experiment: str | None = None,
+                 inject_failure_epoch: int | None = None, tune_callbacks: list | None = None,
+                 track: bool = True, init_checkpoint: str | None = None,
+                 extra_tags: dict[str, str] | None = None, run_name: str | None = None) -> TrainOutcome:
+    """Train as the pipeline says and return where the checkpoints are; resume continues a run folder."""
+    resume_from, mlflow_run_id = None, None
+    if resume is not None:
+        run_dir = Path(resume).resolve()
+        record = read_run(run_dir)
+        dataset = dataset or record.get("dataset")
+        mlflow_run_id = record.get("mlflow_run_id")
+        last = run_dir / "weights" / "last.pt"
+        resume_from = str(last) if last.is_file() else None
+    # Absolute: Ray Train workers run in their own working directory.
+    run_dir = Path(run_dir or new_run_dir(pipeline)).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dataset = resolve_dataset(pipeline, dataset)
+
+    logger, uri = None, None
+    if track:
+        uri = resolve_tracking_uri(tracking_uri)
+        if mlflow_run_id:
+            from ..tracking import SafeLogger
+
+            logger = SafeLogger(uri, mlflow_run_id)
+        else:
+            logger = start_run(uri, experiment or pipeline.name, run_name or run_dir.name, parent_run_id=parent_run_id, tags={
+                "dataset": dataset, "scale": str(pipeline.model.scale), "imgsz": str(pipeline.data.imgsz),
+                "workers": str(pipeline.ray.workers), "device": "gpu" if pipeline.ray.gpu else "cpu",
+                "run_dir": str(run_dir.resolve()), **(extra_tags or {})})
+            if logger is not None:
+                logger.params(flatten(pipeline.model_dump(mode="json")))
+                mlflow_run_id = logger.run_id
+    (run_dir / RUN_FILE).write_text(json.dumps({
+        "pipeline": pipeline.model_dump(mode="json"), "dataset": dataset, "mlflow_run_id": mlflow_run_id,
+        "tracking_uri": uri}, indent=2))
+    tracking = {"uri": uri, "run_id": mlflow_run_id} if logger is not None else None
+
+    try:
+        if use_ray:
+            from ..ray_setup import check_resources, init_ray
+            from .ray_runner import fit_with_ray
+
+            init_ray(ray_address)
+            check_resources(pipeline.ray.workers, pipeline.ray.cpus_per_worker, pipeline.ray.gpu)
+            fit_with_ray(pipeline, run_dir, dataset=dataset, resume_from=resume_from,
+                         init_checkpoint=init_checkpoint, tracking=tracking,
+                         inject_failure_epoch=inject_failure_epoch, callbacks=tune_callbacks, name="train")
+        else:
+            from .ray_runner import fit_local
+
+            fit_local(pipeline, run_dir, dataset=dataset, resume_from=resume_from,
+                      init_checkpoint=init_checkpoint, tracking=tracking, inject_failure_epoch=inject_failure_epoch)
+    except BaseException as exc:
+        if logger is not None:
+            logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+    last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
+    ckpt = load_checkpoint(last)
+    curves = plot_history(ckpt["history"], run_dir / "training_curves.png")
+    if logger is not None:
+        for path in (last, best, curves):
+            logger.artifact(path)
+        logger.end("FINISHED")
+    return TrainOutcome(run_dir, last, best, ckpt["metrics"], mlflow_run_id)

@@ -1,0 +1,134 @@
+"""Latency tables: schema round trip, clear errors for malformed files, exit costs and expectations."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from dh_tune.latency import PARTS, LatencyTable, LatencyTableError, expected_latency
+
+TIMES = {  # median, p90 in ms
+    "preprocess": (1.0, 1.5), "stage1": (4.0, 5.0), "gate1": (0.25, 0.5), "stage2": (3.0, 3.5),
+    "gate2": (0.25, 0.25), "stage3": (2.0, 2.75), "nms": (0.5, 1.0),
+}
+
+
+def document() -> dict:
+    return {
+        "schema_version": 1,
+        "device": {"name": "Test CPU x2", "kind": "cpu", "threads": 2, "torch": "2.13.0",
+                   "cpu_model": "Test CPU", "numa_nodes": 1},
+        "model": {"scale": "n", "nc": 3, "imgsz": 416, "batch": 1, "checkpoint_sha256": "0f" * 32},
+        "parts": {p: {"median_ms": m, "p90_ms": q, "repeats": 50} for p, (m, q) in TIMES.items()},
+        "measurement": {"warmup": 10, "interleaved": True},
+        "created_at": "2025-01-02T03:04:05+00:00",
+    }
+
+
+def write(tmp_path, doc, name="table.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
+    return str(path)
+
+
+def test_round_trip_keeps_content_and_digest(tmp_path):
+    table = LatencyTable.load(write(tmp_path, document()))
+    out = tmp_path / "devices" / "copy.json"
+    table.save(out)
+    again = LatencyTable.load(out)
+    assert again == table
+    assert again.digest() == table.digest()
+    assert again.to_dict() == document()
+    assert again.device_name == "Test CPU x2"
+    assert [p.name for p in out.parent.iterdir()] == ["copy.json"]
+
+
+def test_digest_changes_with_any_measurement(tmp_path):
+    doc = document()
+    base = LatencyTable.from_dict(doc).digest()
+    doc["parts"]["nms"]["median_ms"] = 0.51
+    assert LatencyTable.from_dict(doc).digest() != base
+    assert len(base) == 64
+
+
+def test_exit_costs_add_the_parts_each_exit_runs():
+    table = LatencyTable.from_dict(document())
+    np.testing.assert_allclose(table.exit_cost_ms(), [1 + 4 + 0.25 + 0.5, 5.75 + 3 + 0.25, 9.0 + 2])
+    np.testing.assert_allclose(table.exit_cost_ms("p90"), [8.0, 11.75, 14.5])
+    with pytest.raises(ValueError, match="statistic"):
+        table.exit_cost_ms("mean")
+
+
+def test_expected_latency_mean_and_p90():
+    table = LatencyTable.from_dict(document())
+    levels = np.array([1] * 6 + [2] * 3 + [3])
+    mean_ms, p90_ms = expected_latency(levels, table)
+    assert mean_ms == pytest.approx((6 * 5.75 + 3 * 9.0 + 11.0) / 10)
+    assert p90_ms == 11.75  # 9 of 10 images cost at most the head-2 p90 cost
+    assert expected_latency(np.array([1] * 8 + [3] * 2), table)[1] == 14.5
+    assert expected_latency(np.array([3, 3]), table) == (11.0, 14.5)
+    with pytest.raises(ValueError, match="1, 2 or 3"):
+        expected_latency(np.array([0, 1]), table)
+    with pytest.raises(ValueError, match="empty"):
+        expected_latency(np.array([], dtype=int), table)
+
+
+def broken(change):
+    doc = copy.deepcopy(document())
+    change(doc)
+    return doc
+
+
+MALFORMED = {
+    "missing part": (broken(lambda d: d["parts"].pop("gate2")), r"parts: 'gate2' is a required property"),
+    "negative time": (broken(lambda d: d["parts"]["stage1"].update(median_ms=-1.0)), r"parts/stage1/median_ms"),
+    "wrong type": (broken(lambda d: d["parts"]["nms"].update(p90_ms="fast")), r"parts/nms/p90_ms: 'fast' is not"),
+    "wrong version": (broken(lambda d: d.update(schema_version=2)), r"schema_version 2 is not supported"),
+    "no version": (broken(lambda d: d.pop("schema_version")), r"'schema_version' is a required property"),
+    "nan time": (broken(lambda d: d["parts"]["stage2"].update(median_ms=float("nan"))), r"stage2: .*finite"),
+    "unknown part": (broken(lambda d: d["parts"].update(stage4=d["parts"]["stage3"])), r"stage4"),
+    "bool threads": (broken(lambda d: d["device"].update(threads=True)), r"device/threads"),
+    "bad kind": (broken(lambda d: d["device"].update(kind="tpu")), r"device/kind"),
+    "bad imgsz": (broken(lambda d: d["model"].update(imgsz=415)), r"model/imgsz"),
+    "bad sha": (broken(lambda d: d["model"].update(checkpoint_sha256="xyz")), r"checkpoint_sha256"),
+    "p90 below median": (broken(lambda d: d["parts"]["gate1"].update(p90_ms=0.1)), r"p90_ms is below median_ms"),
+    "bad date": (broken(lambda d: d.update(created_at="yesterday at noon")), r"created_at"),
+    "not an object": ([1, 2, 3], r"top level: \[1, 2, 3\] is not of type 'object'"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_table_is_a_one_line_error_naming_file_and_problem(tmp_path, name):
+    doc, pattern = MALFORMED[name]
+    path = write(tmp_path, doc, name=f"{name.replace(' ', '_')}.json")
+    with pytest.raises(LatencyTableError, match=pattern) as info:
+        LatencyTable.load(path)
+    message = str(info.value)
+    assert message.startswith(path) and "\n" not in message
+
+
+def test_not_json_and_unreadable(tmp_path):
+    path = write(tmp_path, '{"schema_version": 1,', name="cut.json")
+    with pytest.raises(LatencyTableError, match=r"cut.json: not JSON \(.* line 1"):
+        LatencyTable.load(path)
+    with pytest.raises(LatencyTableError, match="cannot read"):
+        LatencyTable.load(tmp_path / "absent.json")
+
+
+def test_save_refuses_an_invalid_table(tmp_path):
+    table = LatencyTable.from_dict(document())
+    del table.parts["nms"]
+    with pytest.raises(LatencyTableError, match="nms"):
+        table.save(tmp_path / "t.json")
+    assert not (tmp_path / "t.json").exists()
+    with pytest.raises(LatencyTableError, match="lacks parts"):
+        table.exit_cost_ms()
+
+
+def test_scale_may_be_explicit_multiples_and_checkpoint_unknown():
+    doc = broken(lambda d: d["model"].update(scale=[0.33, 0.25], checkpoint_sha256=None))
+    table = LatencyTable.from_dict(doc)
+    assert table.model["scale"] == [0.33, 0.25]
+    assert set(table.parts) == set(PARTS)

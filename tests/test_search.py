@@ -1,0 +1,89 @@
+"""Threshold search: profiles and their schema, the inner search, and the whole command end to end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dh_tune.latency import LatencyTable, expected_latency
+from dh_tune.profiles import ProfileError, check_checkpoint, load_profile, make_profile, save_profile
+from dh_tune.search.inner import DeploymentSpace, front_of, inner_search
+from dh_tune.search.space import SearchSpaceError, load_space, loss_overrides
+
+
+def _candidate(**kw) -> dict:
+    base = {"imgsz": 128, "t1": 0.4, "t2": 0.6, "ap50": 0.5, "ap50_95": 0.3, "latency_ms": 10.0,
+            "latency_p90_ms": 12.0, "exit_shares": (0.2, 0.3, 0.5), "gate_accuracy": (0.9, 0.8), "mean_gmacs": 0.1}
+    return {**base, **kw}
+
+
+def _profile(sha: str = "a" * 64) -> dict:
+    return make_profile(device_name="Test CPU", table_digest="b" * 64, budget_ms=20, feasible=True,
+                        candidate=_candidate(), metric="ap50_95", hyperparameters={"gate_lambda": 0.2},
+                        checkpoint_rel="checkpoints/x.pt", checkpoint_sha256=sha, model={"scale": [0.33, 0.25], "nc": 3})
+
+
+def test_profile_round_trip_and_schema_errors(tmp_path: Path) -> None:
+    path = save_profile(_profile(), tmp_path / "p.json")
+    prof = load_profile(path)
+    assert prof.thresholds == (0.4, 0.6) and prof.imgsz == 128
+    assert prof.checkpoint_path() == tmp_path / "checkpoints" / "x.pt"
+    doc = json.loads(path.read_text())
+    doc["thresholds"] = [0.4, 1.5]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ProfileError, match=r"p.json: invalid profile at thresholds/1"):
+        load_profile(path)
+    path.write_text("{not json")
+    with pytest.raises(ProfileError, match="not JSON"):
+        load_profile(path)
+
+
+def test_profile_refuses_another_checkpoint(tmp_path: Path) -> None:
+    prof = load_profile(save_profile(_profile("c" * 64), tmp_path / "p.json"))
+    check_checkpoint(prof, "same.pt", "c" * 64)
+    with pytest.raises(ProfileError, match="made for checkpoint sha256 cccccccccccc"):
+        check_checkpoint(prof, "other.pt", "d" * 64)
+
+
+def test_search_space_file_is_validated(tmp_path: Path) -> None:
+    dims = load_space("search_spaces/gate_loss.yaml")
+    assert {d.name for d in dims} == {"gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps"}
+    bad = tmp_path / "space.yaml"
+    bad.write_text("gate_lambda: {type: float, low: 1.0, high: 0.5}\n")
+    with pytest.raises(SearchSpaceError, match="gate_lambda: low"):
+        load_space(bad)
+    bad.write_text("lambda: {type: float, low: 0.1, high: 0.5}\n")
+    with pytest.raises(SearchSpaceError, match="lambda: unknown hyperparameter"):
+        load_space(bad)
+    assert loss_overrides({"lambda_pos_2": 3.0, "eps": 5.0}, (0.28, 2.0)) == {"eps": 5.0, "lambda_pos": [0.28, 3.0]}
+
+
+def _latency(imgsz: int, scale_ms: float) -> LatencyTable:
+    parts = {"preprocess": 0.2, "stage1": 4.0, "gate1": 0.2, "stage2": 1.5, "gate2": 0.2, "stage3": 1.0, "nms": 0.3}
+    return LatencyTable.from_dict({
+        "schema_version": 1,
+        "device": {"name": "Test CPU", "kind": "cpu", "threads": 2, "torch": "2.13.0"},
+        "model": {"scale": "n", "nc": 3, "imgsz": imgsz, "batch": 1, "checkpoint_sha256": None},
+        "parts": {k: {"median_ms": v * scale_ms, "p90_ms": v * scale_ms * 1.2, "repeats": 10} for k, v in parts.items()},
+        "created_at": "2026-01-01T00:00:00+00:00",
+    })
+
+
+def test_inner_search_front_latency_and_hypervolume(exit_tables) -> None:
+    latency = {s: _latency(s, s / 128) for s in exit_tables}
+    space = DeploymentSpace(exit_tables, latency)
+    result = inner_search(space, metric="ap50", grid_steps=11, n_trials=60, seed=0)
+    assert len(result.candidates) >= 11 * 11 * len(exit_tables)
+    for c in result.front[:5]:
+        levels = exit_tables[c.imgsz].exit_levels(c.t1, c.t2)
+        assert c.latency_ms == pytest.approx(expected_latency(levels, latency[c.imgsz])[0])
+        assert c.ap50 == pytest.approx(exit_tables[c.imgsz].evaluate(c.t1, c.t2).ap50)
+    lat = [c.latency_ms for c in result.front]
+    ap = [c.ap50 for c in result.front]
+    assert lat == sorted(lat) and ap == sorted(ap)  # a front: slower only when more accurate
+    assert 0.5 <= result.hv_ratio <= 1.01
+    assert front_of(result.candidates, "ap50") == result.front
+    with pytest.raises(ValueError, match="no latency table"):
+        DeploymentSpace(exit_tables, {})

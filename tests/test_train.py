@@ -1,0 +1,98 @@
+"""Training: schedule, checkpoints, resume, Ray Train with 2 workers, failure recovery, MLflow."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dh_tune.data.synth import generate
+from dh_tune.pipeline import Pipeline, PipelineError, load_pipeline
+from dh_tune.train.checkpoint import load_checkpoint
+from dh_tune.train.run import run_training
+from dh_tune.train.schedule import cosine_factor
+
+TINY_SCALE = [0.33, 0.125]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "signs", train=16, val=8, imgsz=128, seed=3, workers=1)
+    return str(root / "signs" / "data.yaml")
+
+
+def tiny_pipeline(data: str, **train) -> Pipeline:
+    return Pipeline.model_validate({
+        "name": "test-train",
+        "data": {"dataset": data, "imgsz": 128, "cache_images": True},
+        "model": {"scale": TINY_SCALE},
+        "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "threads": 1, **train},
+        "ray": {"workers": 1, "cpus_per_worker": 1},
+    })
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_cosine_schedule_runs_from_one_to_lrf() -> None:
+    assert cosine_factor(0, 10, 0.1) == pytest.approx(1.0)
+    assert cosine_factor(10, 10, 0.1) == pytest.approx(0.1)
+    assert cosine_factor(3, 10, 0.1) > cosine_factor(4, 10, 0.1)
+
+
+def test_pipeline_errors_name_the_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(PipelineError, match=r"bad.yaml: train.epochz: unknown key"):
+        load_pipeline(bad)
+    bad.write_text("data:\n  imgsz: 100\n")
+    with pytest.raises(PipelineError, match=r"data.imgsz: .*multiple of 32"):
+        load_pipeline(bad)
+    for name in ("quickstart.yaml", "tt100k-yolov5s.yaml"):
+        assert load_pipeline(Path("pipelines") / name).name
+
+
+def test_resume_continues_a_stopped_run_to_the_same_result(tiny_data: str, tmp_path: Path) -> None:
+    from dh_tune.train.loop import InjectedFailure
+
+    p = tiny_pipeline(tiny_data)
+    straight = run_training(p, run_dir=tmp_path / "straight", use_ray=False, track=False)
+    with pytest.raises(InjectedFailure):
+        run_training(p, run_dir=tmp_path / "stopped", use_ray=False, track=False, inject_failure_epoch=0)
+    assert load_checkpoint(tmp_path / "stopped" / "weights" / "last.pt")["epoch"] == 0
+    resumed = run_training(p, resume=tmp_path / "stopped", use_ray=False, track=False)
+    ckpt = load_checkpoint(resumed.last)
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
+    a, b = _weights(straight.last), _weights(resumed.last)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+def test_ray_train_two_workers_stay_in_sync_and_log_to_mlflow(tiny_data: str, tmp_path: Path) -> None:
+    p = tiny_pipeline(tiny_data, epochs=1).with_overrides(ray={"workers": 2, "cpus_per_worker": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    outcome = run_training(p, run_dir=tmp_path / "ddp", tracking_uri=uri)
+    ranks = [json.loads((tmp_path / "ddp" / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["sha256"] == ranks[1]["sha256"] and ranks[0]["epoch"] == 1
+    ckpt = torch.load(outcome.last, map_location="cpu", weights_only=True)
+    assert ckpt["format"] == "dh-tune-checkpoint" and ckpt["epoch"] == 0
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(uri).get_run(outcome.mlflow_run_id)
+    assert {"ap50", "gate1_acc", "box", "lr"} <= set(run.data.metrics)
+    assert run.data.params["train.epochs"] == "1" and run.data.tags["workers"] == "2"
+    assert run.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_injected_worker_failure_recovers_from_checkpoint(tiny_data: str, tmp_path: Path) -> None:
+    p = tiny_pipeline(tiny_data, epochs=2).with_overrides(ray={"max_failures": 1})
+    outcome = run_training(p, run_dir=tmp_path / "crash", track=False, inject_failure_epoch=0)
+    assert (tmp_path / "crash" / ".failure-injected-0").exists()
+    ckpt = load_checkpoint(outcome.last)
+    assert ckpt["epoch"] == 1
+    assert [h["epoch"] for h in ckpt["history"]] == [1, 2]  # epoch 1 was not trained twice
