@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .yamlfile import read_yaml_mapping
 
 
 class PipelineError(ValueError):
@@ -183,14 +184,7 @@ def load_pipeline(path: str | Path | None) -> Pipeline:
     if path is None:
         return Pipeline()
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such pipeline file") from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise PipelineError(f"{path}: expected a mapping of sections (data, model, train, ray, search)")
+    doc = read_yaml_mapping(path, PipelineError, "a mapping of sections (data, model, train, ray, search)")
     try:
         return Pipeline.model_validate(doc)
     except ValidationError as err:

@@ -31,6 +31,8 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     import logging
 
+    import mlflow  # noqa: F401 - mlflow sets its loggers up on import; quieten them afterwards
+
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="mlflow")

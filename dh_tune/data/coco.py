@@ -5,7 +5,6 @@ left out of training, and every bad entry is reported with its file and reason.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .images import ImageProblem, probe_image
-from .jsoncheck import EntryCheck, is_integer, is_number
+from .jsoncheck import EntryCheck, is_integer, is_number, load_annotation_json
 from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
 _NUMBER = {"type": "number"}
@@ -77,19 +76,6 @@ def annotation_files(spec: Path) -> list[Path]:
         if files:
             return files
     raise DataError(f"{spec}: no COCO annotations found (expected annotations/instances_<split>.json)")
-
-
-def _load_json(file: Path) -> dict:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise DataError(f"{file}: cannot read ({err.strerror or err})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{file}: not valid JSON ({err})") from None
-    message = TOP.error(data)
-    if message:
-        raise DataError(f"{file}: not a COCO instances file ({message})")
-    return data
 
 
 def _image_folder(root: Path, json_file: Path, images: list[dict], explicit: Path | None) -> Path:
@@ -187,7 +173,7 @@ def read_coco(spec: str | Path, *, strict: bool = False, images: str | Path | No
     spec = Path(spec).absolute()
     files = annotation_files(spec)
     root = files[0].parent.parent if files[0].parent.name == "annotations" else files[0].parent
-    loaded = [(file, _load_json(file)) for file in files]
+    loaded = [(file, load_annotation_json(file, TOP, "COCO instances")) for file in files]
     categories: dict[int, str] = {}
     for file, data in loaded:
         for cid, name in _categories(data, file).items():

@@ -6,9 +6,13 @@ also gives the message a user sees).
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Callable
 
 import jsonschema
+
+from .records import DataError
 
 
 def is_number(value: object) -> bool:
@@ -37,3 +41,17 @@ class EntryCheck:
             return None
         best = jsonschema.exceptions.best_match(self.validator.iter_errors(item))
         return None if best is None else best.message
+
+
+def load_annotation_json(file: Path, check: EntryCheck, kind: str) -> dict:
+    """Read an annotation file and check its top level; DataError names the file and the reason."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise DataError(f"{file}: cannot read ({err.strerror or err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{file}: not valid JSON ({err})") from None
+    message = check.error(data)
+    if message:
+        raise DataError(f"{file}: not a {kind} file ({message})")
+    return data

@@ -5,7 +5,6 @@ paper's 33-class setting, or keep classes with at least N instances, the common 
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .images import ImageProblem, probe_image
-from .jsoncheck import EntryCheck, is_number
+from .jsoncheck import EntryCheck, is_number, load_annotation_json
 from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
 ANNOTATION_FILES = ("annotations.json", "annotations_all.json")
@@ -112,15 +111,7 @@ def read_tt100k(spec: str | Path, *, strict: bool = False, min_images: int = 15,
     over train and test are removed; `drop_empty` then drops images left without objects.
     """
     root, json_file = locate(Path(spec).absolute())
-    try:
-        data = json.loads(json_file.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise DataError(f"{json_file}: cannot read ({err.strerror or err})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{json_file}: not valid JSON ({err})") from None
-    message = TOP.error(data)
-    if message:
-        raise DataError(f"{json_file}: not a TT100K annotations file ({message})")
+    data = load_annotation_json(json_file, TOP, "TT100K annotations")
     imgs, types = data["imgs"], set(data["types"]) if "types" in data else None
     log = ProblemLog(strict)
     parsed: list[tuple[str, Path, int, int, list[str], list[list[float]]]] = []

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from ..yamlfile import read_yaml_mapping
 
 KNOWN = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps")
 
@@ -39,14 +39,7 @@ class Dimension:
 def load_space(path: str | Path) -> list[Dimension]:
     """Read and validate a search-space YAML."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SearchSpaceError(f"{path}: no such search-space file") from None
-    except yaml.YAMLError as exc:
-        raise SearchSpaceError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(doc, dict) or not doc:
-        raise SearchSpaceError(f"{path}: expected a mapping of hyperparameter -> {{type, low, high, log}}")
+    doc = read_yaml_mapping(path, SearchSpaceError, "a mapping of hyperparameter -> {type, low, high, log}")
     dims = []
     for name, spec in doc.items():
         if name not in KNOWN:

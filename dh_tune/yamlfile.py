@@ -1,0 +1,21 @@
+"""Read a YAML configuration file, turning every failure into one line: the file and the reason."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def read_yaml_mapping(path: str | Path, error: type[Exception], expected: str) -> dict[str, Any]:
+    """The file's top-level mapping; `error` (with file and reason) when missing, invalid or not a mapping."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not doc:
+        raise error(f"{path}: expected {expected}")
+    return doc
