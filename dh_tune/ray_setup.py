@@ -42,7 +42,14 @@ def _warnings_only(record: logging.LogRecord) -> bool:
 
 def quiet_worker_logs() -> None:
     """In Ray workers: Ray Train's per-epoch INFO lines (report, checkpoint saved) stay off the console."""
-    for name in NOISY_LOGGERS:
+    names = list(NOISY_LOGGERS)
+    try:  # this module names its logger by file path, not by module name
+        from ray.train.v2._internal.execution import context
+
+        names.append(context.__file__)
+    except ImportError:
+        pass
+    for name in names:
         logger = logging.getLogger(name)
         if _warnings_only not in logger.filters:
             logger.addFilter(_warnings_only)
