@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .images import ImageProblem, probe_image
+from .images import probe_or_report
 from .jsoncheck import EntryCheck, is_integer, is_number, load_annotation_json
 from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
@@ -137,11 +137,10 @@ def _read_split(data: dict, json_file: Path, root: Path, folder: Path, class_of:
             continue
         seen_ids.add(item["id"])
         seen_paths.add(path)
-        try:
-            width, height = probe_image(path)
-        except ImageProblem as err:
-            log.add(path, err.reason, err.kind, "skipped image")
+        size = probe_or_report(path, log)
+        if size is None:
             continue
+        width, height = size
         if (item.get("width"), item.get("height")) not in ((width, height), (None, None)):
             log.add(path, f"annotation says {item.get('width')}x{item.get('height')} but the file is {width}x{height}",
                     "size_mismatch", "used the file's size")

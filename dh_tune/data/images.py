@@ -116,3 +116,12 @@ def read_image(path: Path) -> np.ndarray | None:
 def list_images(folder: Path) -> list[Path]:
     """All image files under `folder` (recursive), sorted for a stable order."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def probe_or_report(path: Path, log) -> tuple[int, int] | None:
+    """(width, height) of an image, or None after recording why it is skipped in `log` (a ProblemLog)."""
+    try:
+        return probe_image(path)
+    except ImageProblem as err:
+        log.add(path, err.reason, err.kind, "skipped image")
+        return None

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .images import ImageProblem, probe_image
+from .images import probe_or_report
 from .jsoncheck import EntryCheck, is_number, load_annotation_json
 from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
@@ -133,11 +133,10 @@ def read_tt100k(spec: str | Path, *, strict: bool = False, min_images: int = 15,
             log.add(path, f"image {key}: same file as an earlier image entry", "duplicate_image", "skipped duplicate")
             continue
         seen_paths.add(path)
-        try:
-            width, height = probe_image(path)
-        except ImageProblem as err:
-            log.add(path, err.reason, err.kind, "skipped image")
+        size = probe_or_report(path, log)
+        if size is None:
             continue
+        width, height = size
         parsed.append((split, path, width, height, *_objects(item, key, json_file, types, log)))
     counted = [p for p in parsed if p[0] != "other"]
     instances = Counter(c for p in counted for c in p[4])
