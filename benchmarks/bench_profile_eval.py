@@ -71,8 +71,51 @@ def best_ms(fn, repeats: int) -> float:
     return 1000 * min(times)
 
 
+PROFILES = [(0.0, 0.0), (0.3, 0.5), (0.5, 0.5), (0.7, 0.3), (1.01, 1.01)]
+
+
+def measure(images: int = 1000, classes: int = 10, dets: int = 50, repeats: int = 20, seed: int = 0) -> dict:
+    """Build the table, then per profile: cache ms, COCO AP on the final boxes ms, their ratio and AP difference."""
+    rng = np.random.default_rng(seed)
+    gts, per_level, gate_scores, gate_labels = synthetic_dataset(rng, images, classes, dets)
+    t0 = time.perf_counter()
+    table = build_table(gts, per_level, gate_scores, gate_labels, classes)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    table.evaluate(0.5, 0.5)
+    first_ms = 1000 * (time.perf_counter() - t0)
+    rows = []
+    for t1, t2 in PROFILES:
+        metrics = table.evaluate(t1, t2)
+        cache_ms = best_ms(lambda: table.evaluate(t1, t2), repeats)
+        levels = table.exit_levels(t1, t2)
+        final = [per_level[lv - 1][i] for i, lv in enumerate(levels)]
+        t0 = time.perf_counter()
+        ref = average_precision(gts, final, num_classes=classes)
+        ref_ms = 1000 * (time.perf_counter() - t0)
+        rows.append({"t1": t1, "t2": t2, "exit_shares": metrics.exit_shares.tolist(), "ap50_95": metrics.ap50_95,
+                     "cache_ms": cache_ms, "boxes_ms": ref_ms, "ratio": ref_ms / cache_ms,
+                     "abs_diff": abs(ref["ap50_95"] - metrics.ap50_95)})
+    return {"images": images, "classes": classes, "detections": int(sum(len(d.image) for d in table.levels)),
+            "build_s": build_s, "first_ms": first_ms, "rows": rows}
+
+
+def format_rows(doc: dict) -> str:
+    lines = [f"table: {doc['images']} images, {doc['classes']} classes, {doc['detections']} cached detections over "
+             f"3 levels; matching {doc['build_s']:.2f} s, first evaluate (builds the index) {doc['first_ms']:.1f} ms",
+             "cache ms: ExitTable.evaluate (best of --repeats); boxes ms: average_precision on the profile's "
+             "final boxes (matching + AP); |diff|: AP50:95 difference between the two",
+             f"{'t1':>5} {'t2':>5} {'exit shares':>17} {'AP50:95':>8} {'cache ms':>9} {'boxes ms':>9} "
+             f"{'ratio':>7} {'|diff|':>8}"]
+    for r in doc["rows"]:
+        shares = "/".join(f"{s:.2f}" for s in r["exit_shares"])
+        lines.append(f"{r['t1']:5.2f} {r['t2']:5.2f} {shares:>17} {r['ap50_95']:8.4f} {r['cache_ms']:9.2f} "
+                     f"{r['boxes_ms']:9.1f} {r['ratio']:6.0f}x {r['abs_diff']:8.1e}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Build the table, time both paths for a few profiles and print them side by side."""
+    """Time both paths for a few profiles and print them side by side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=1000, help="images in the table (default 1000)")
     parser.add_argument("--classes", type=int, default=10, help="number of classes (default 10)")
@@ -83,34 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.images, args.classes, args.dets, args.repeats) < 1:
         print("error: --images, --classes, --dets and --repeats must be positive", file=sys.stderr)
         return 2
-
-    rng = np.random.default_rng(args.seed)
-    gts, per_level, gate_scores, gate_labels = synthetic_dataset(rng, args.images, args.classes, args.dets)
-    t0 = time.perf_counter()
-    table = build_table(gts, per_level, gate_scores, gate_labels, args.classes)
-    build_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    table.evaluate(0.5, 0.5)
-    first_ms = 1000 * (time.perf_counter() - t0)
-    m = sum(len(d.image) for d in table.levels)
-    print(f"table: {args.images} images, {args.classes} classes, {m} cached detections over 3 levels; "
-          f"matching {build_s:.2f} s, first evaluate (builds the index) {first_ms:.1f} ms")
-    print("cache ms: ExitTable.evaluate (best of --repeats); boxes ms: average_precision on the profile's "
-          "final boxes (matching + AP); |diff|: AP50:95 difference between the two")
-    print(f"{'t1':>5} {'t2':>5} {'exit shares':>17} {'AP50:95':>8} {'cache ms':>9} {'boxes ms':>9} "
-          f"{'ratio':>7} {'|diff|':>8}")
-    for t1, t2 in [(0.0, 0.0), (0.3, 0.5), (0.5, 0.5), (0.7, 0.3), (1.01, 1.01)]:
-        metrics = table.evaluate(t1, t2)
-        cache_ms = best_ms(lambda: table.evaluate(t1, t2), args.repeats)
-        levels = table.exit_levels(t1, t2)
-        final = [per_level[lv - 1][i] for i, lv in enumerate(levels)]
-        t0 = time.perf_counter()
-        ref = average_precision(gts, final, num_classes=args.classes)
-        ref_ms = 1000 * (time.perf_counter() - t0)
-        shares = "/".join(f"{s:.2f}" for s in metrics.exit_shares)
-        diff = abs(ref["ap50_95"] - metrics.ap50_95)
-        print(f"{t1:5.2f} {t2:5.2f} {shares:>17} {metrics.ap50_95:8.4f} {cache_ms:9.2f} {ref_ms:9.1f} "
-              f"{ref_ms / cache_ms:6.0f}x {diff:8.1e}")
+    print(format_rows(measure(args.images, args.classes, args.dets, args.repeats, args.seed)))
     return 0
 
 

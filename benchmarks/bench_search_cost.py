@@ -4,6 +4,8 @@
    images for that profile (forward, NMS, AP): milliseconds of each and the ratio.
 2. Expected latency of several profiles from this device's latency table vs the measured mean
    time of the dynamic model per image (pre-processing, heads that run, NMS): error in percent.
+   The table is timed afresh in each pass, next to the measurement: a shared 2-core machine drifts
+   by 20-30% over minutes, which would otherwise swamp the prediction error being measured.
 
     python benchmarks/bench_search_cost.py --checkpoint runs/search/quickstart/base/weights/best.pt
 """
@@ -26,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=200, help="val images to use (default 200)")
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--profiles", default="0,0;0.3,0.5;0.5,0.5;0.7,0.7;1,1", help="t1,t2;t1,t2;...")
-    p.add_argument("--repeats", type=int, default=2, help="timed passes over the images per profile")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images (default 3; median kept)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -42,41 +44,64 @@ def run_dynamic(predictor, images: list[np.ndarray]) -> tuple[list, list[int], f
     return outs, levels, (time.perf_counter() - t0) * 1000 / len(images)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from dh_tune.data import dh_tune_home, letterbox_info, load_dataset
+def predicted_vs_measured(model, size: int, levels: list[np.ndarray], predictors: list, images: list[np.ndarray],
+                          passes: int, threads: int) -> list[dict]:
+    """Per profile: latency the device table predicts and the measured mean ms per image, with the error.
+
+    Each pass times the device table afresh and then runs every predictor over all images as a deployed
+    model runs (one profile over a stream of frames, the first one rotating), so that prediction and
+    measurement see the machine in the same state; medians over the passes are kept.
+    """
+    from dh_tune.latency import expected_latency
+    from dh_tune.latency.measure import latency_table
+
+    for pred in predictors:  # warm-up
+        run_dynamic(pred, images[:10])
+    k = len(predictors)
+    predicted, measured = np.zeros((passes, k)), np.zeros((passes, k))
+    for p in range(passes):
+        table = latency_table(model, size, threads=threads, repeats=40, max_seconds=4.0)
+        predicted[p] = [expected_latency(lv, table)[0] for lv in levels]
+        for j in [(p + i) % k for i in range(k)]:
+            measured[p, j] = run_dynamic(predictors[j], images)[2]
+    error = 100 * (predicted - measured) / measured
+    return [{"predicted_ms": float(a), "measured_ms": float(b), "error_pct": float(e)} for a, b, e in
+            zip(np.median(predicted, 0), np.median(measured, 0), np.median(error, 0))]
+
+
+def parse_profiles(text: str) -> list[tuple[float, float]]:
+    """'0.3,0.5;0.7,0.7' -> [(0.3, 0.5), (0.7, 0.7)]."""
+    return [tuple(float(v) for v in p.split(",")) for p in text.split(";")]  # type: ignore[misc]
+
+
+def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str | None = None, images: int = 200,
+            imgsz: int | None = None, repeats: int = 3) -> dict:
+    """Per profile: cache vs re-run milliseconds and ratio, AP of both, predicted vs measured latency."""
+    from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
     from dh_tune.evaluate import average_precision
     from dh_tune.evaluate.cache import cached_exit_table
-    from dh_tune.latency import expected_latency
+    from dh_tune.latency.measure import device_info
     from dh_tune.model import VAL_NMS
     from dh_tune.predict import Predictor
-    from dh_tune.search.deploy import local_latency_tables
     from dh_tune.train.checkpoint import file_sha256, load_model
 
-    model, ckpt = load_model(args.checkpoint)
+    model, ckpt = load_model(checkpoint)
     cfg = ckpt["config"]
-    imgsz = args.imgsz or int(cfg["data"]["imgsz"])
-    ds = load_dataset(args.data or ckpt["dataset"])
-    records = ds.splits[cfg["data"]["val_split"]][: args.images]
-    eps = float(cfg["train"]["loss"]["eps"])
+    size = imgsz or int(cfg["data"]["imgsz"])
+    records = load_dataset(data or ckpt["dataset"]).splits[cfg["data"]["val_split"]][:images]
     t0 = time.perf_counter()
-    table = cached_exit_table(model, file_sha256(args.checkpoint), records, imgsz, eps=eps,
-                              cache_dir=dh_tune_home() / "cache" / "exit_tables")
+    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=float(cfg["train"]["loss"]["eps"]),
+                              cache_dir=dh_tune_home() / "cache" / "exit_tables", progress=False)
     build_s = time.perf_counter() - t0
-    latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", max_seconds=20)[imgsz]
-    images = [read_image(r.path) for r in records]
+    threads = torch.get_num_threads()
+    pixels = [read_image(r.path) for r in records]
     ground_truth = [(r.boxes, r.classes) for r in records]
-    profiles = [tuple(float(v) for v in p.split(",")) for p in args.profiles.split(";")]
-    torch.set_num_threads(int(latency.device["threads"]))
-
-    print(f"{len(records)} val images at {imgsz} px on {latency.device_name}; exit table built/loaded in {build_s:.1f} s")
-    print(f"{'profile':>11} | {'cache ms':>9} | {'re-run ms':>10} | {'ratio':>8} | {'AP50 cache':>10} {'re-run':>7} | "
-          f"{'pred ms':>8} {'measured':>9} {'error':>7}")
+    profiles = list(dict.fromkeys((float(t1), float(t2)) for t1, t2 in profiles))
     rows = []
-    val_pred = Predictor(model, imgsz, (0.0, 0.0), nms=VAL_NMS)
+    val_pred = Predictor(model, size, (0.0, 0.0), nms=VAL_NMS)
     for t1, t2 in profiles:
-        table.evaluate(t1, t2)  # warm the index once
+        table.evaluate(t1, t2)  # the first call builds the shared index
         n = 50
         c0 = time.perf_counter()
         for _ in range(n):
@@ -84,22 +109,38 @@ def main(argv=None) -> int:
         cache_ms = (time.perf_counter() - c0) * 1000 / n
         val_pred.thresholds = (t1, t2)
         r0 = time.perf_counter()
-        outs, levels, _ = run_dynamic(val_pred, images)
+        outs, levels, _ = run_dynamic(val_pred, pixels)
         ap = average_precision(ground_truth, [(o.detections.boxes, o.detections.scores, o.detections.classes)
                                               for o in outs], num_classes=model.nc)
         rerun_ms = (time.perf_counter() - r0) * 1000
-        deploy = Predictor(model, imgsz, (t1, t2))
-        run_dynamic(deploy, images[:10])  # warm-up
-        measured = min(run_dynamic(deploy, images)[2] for _ in range(args.repeats))
-        predicted = expected_latency(table.exit_levels(t1, t2), latency)[0]
-        err = 100 * (predicted - measured) / measured
         rows.append({"t1": t1, "t2": t2, "cache_ms": cache_ms, "rerun_ms": rerun_ms, "ratio": rerun_ms / cache_ms,
-                     "ap50_cache": m.ap50, "ap50_rerun": ap["ap50"], "predicted_ms": predicted,
-                     "measured_ms": measured, "error_pct": err, "levels_agree": levels == table.exit_levels(t1, t2).tolist()})
-        print(f"({t1:.2f},{t2:.2f}) | {cache_ms:9.3f} | {rerun_ms:10.0f} | {rerun_ms / cache_ms:7.0f}x | "
-              f"{m.ap50:10.4f} {ap['ap50']:7.4f} | {predicted:8.2f} {measured:9.2f} {err:+6.1f}%")
+                     "ap50_cache": m.ap50, "ap50_rerun": ap["ap50"],
+                     "levels_agree": levels == table.exit_levels(t1, t2).tolist()})
+    timing = predicted_vs_measured(model, size, [table.exit_levels(*p) for p in profiles],
+                                   [Predictor(model, size, p) for p in profiles], pixels, repeats, threads)
+    for row, t in zip(rows, timing):
+        row.update(t)
+    return {"device": device_info(torch.device("cpu"), threads)["name"], "imgsz": size, "images": len(records), "build_s": build_s, "rows": rows}
+
+
+def format_rows(doc: dict) -> str:
+    lines = [f"{doc['images']} val images at {doc['imgsz']} px on {doc['device']}",
+             f"{'profile':>11} | {'cache ms':>9} | {'re-run ms':>10} | {'ratio':>8} | {'AP50 cache':>10} {'re-run':>7} | "
+             f"{'pred ms':>8} {'measured':>9} {'error':>7}"]
+    for r in doc["rows"]:
+        lines.append(f"({r['t1']:.2f},{r['t2']:.2f}) | {r['cache_ms']:9.3f} | {r['rerun_ms']:10.0f} | "
+                     f"{r['ratio']:7.0f}x | {r['ap50_cache']:10.4f} {r['ap50_rerun']:7.4f} | "
+                     f"{r['predicted_ms']:8.2f} {r['measured_ms']:9.2f} {r['error_pct']:+6.1f}%")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    doc = measure(args.checkpoint, parse_profiles(args.profiles), data=args.data, images=args.images,
+                  imgsz=args.imgsz, repeats=args.repeats)
+    print(format_rows(doc))
     if args.json:
-        args.json.write_text(json.dumps({"device": latency.device_name, "imgsz": imgsz, "rows": rows}, indent=1))
+        args.json.write_text(json.dumps(doc, indent=1))
     return 0
 
 

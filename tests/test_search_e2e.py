@@ -137,3 +137,25 @@ def test_unreachable_tracking_server_still_exports_profiles(trained_tiny, tiny_d
                         "--out", str(out), "--tracking-uri", f"http://127.0.0.1:{_free_port()}"]) == 0
     assert list((out / "profiles").glob("*/budget-50ms.json"))
     assert "MLflow" in capsys.readouterr().err
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tiny_dataset, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
+    space = tmp_path / "space.yaml"  # any lambda sampled from here makes the loss overflow
+    space.write_text("gate_lambda: {type: float, low: 1.0e+39, high: 1.0e+40, log: true}\n")
+    doc = tiny_pipeline_doc(tiny_dataset, epochs=1)
+    doc["ray"]["max_failures"] = 0
+    doc["search"].update(search_space=str(space), deploy_imgsz=[96])
+    pipeline = tmp_path / "tiny.yaml"
+    pipeline.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "search"
+    # The first trial is the paper's point (lambda 0.2); the second samples the bad range and fails.
+    assert search_main(["--budget-ms", "50", "--pipeline", str(pipeline), "--out", str(out), "--no-mlflow"]) == 0
+    docs = {d["status"]: d for d in (json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json"))}
+    assert set(docs) == {"finished", "failed"}
+    failed = docs["failed"]
+    assert "loss became" in failed["error"] + failed.get("traceback", "") and failed["params"]["gate_lambda"] >= 1e39
+    (device_dir,) = (out / "profiles").iterdir()
+    index = json.loads((device_dir / "index.json").read_text())
+    assert index["failed_trials"] == 1 and index["trials"] == 1
+    assert (device_dir / "budget-50ms.json").is_file()

@@ -212,6 +212,18 @@ class ExitTable:
         rank = kept_before[pos + 1] - kept_before[idx.class_start][cls]  # place among the kept of its class
         return class_ap_from_tp(idx.tp_group[sel], rank, idx.gt_total)
 
+    def ap_for_levels(self, levels: np.ndarray) -> dict[str, float]:
+        """AP50 and AP50:95 when image i keeps the detections of exit ``levels[i]``, however chosen
+        (an oracle gate that knows the labels, say, rather than thresholds on the gate scores)."""
+        summary = summarize(self.class_ap(levels), self._profile_index().gt_total)
+        return {"ap50": summary["ap50"], "ap50_95": summary["ap50_95"]}
+
+    def label_levels(self) -> np.ndarray:
+        """Exit level (N,) int8 the Eq. 3-7 labels ask for: the deepest head an image needs."""
+        level = np.where(self.gate_labels[:, 1], 3, 2).astype(np.int8)
+        level[~self.gate_labels[:, 0]] = 1
+        return level
+
     def evaluate(self, t1: float, t2: float, per_class: bool = False) -> ProfileMetrics:
         """Score the profile (t1, t2): AP, head usage, gate accuracy/recall and mean MACs.
 

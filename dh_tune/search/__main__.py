@@ -21,7 +21,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=None, help="training trials of the outer search (default: pipeline)")
     p.add_argument("--device-table", type=Path, action="append", default=[], dest="device_tables",
                    help="latency table measured on the target device (python -m dh_tune.profile_device); "
-                        "repeat for several image sizes. Default: measure this machine")
+                        "repeat for several image sizes. Default: this machine, timed once per model "
+                        "architecture and size and kept under $DH_TUNE_HOME/devices")
+    p.add_argument("--remeasure", action="store_true", help="time this machine afresh instead of reusing its tables")
     p.add_argument("--checkpoint", type=Path, default=None, help="skip training: search thresholds for this checkpoint")
     p.add_argument("--metric", choices=["ap50", "ap50_95"], default=None, help="AP to maximise (default: pipeline, ap50_95)")
     p.add_argument("--out", type=Path, default=None, help="search folder (default: runs/search/<pipeline>); "
@@ -57,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"{args.checkpoint}: no such checkpoint")
         req = SearchRequest(pipeline=pipeline, budgets=sorted(set(args.budgets)), out=out, trials=args.trials,
                             device_tables=args.device_tables, checkpoint=args.checkpoint,
-                            ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow)
+                            ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow,
+                            remeasure=args.remeasure)
         run_search(req)
     except (PipelineError, DataError, ResourceError, CheckpointError, LatencyTableError, SearchSpaceError,
             ValueError) as exc:

@@ -24,14 +24,19 @@ def arch_key(model: DHNet) -> str:
 
 
 def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *, threads: int | None = None,
-                         max_seconds: float = 5.0, progress: bool = True) -> dict[int, LatencyTable]:
-    """This device's table per size, measured once per architecture and size and reused from cache_dir."""
+                         max_seconds: float = 5.0, remeasure: bool = False,
+                         progress: bool = True) -> dict[int, LatencyTable]:
+    """This device's table per size, measured once per architecture, size and torch version and reused
+    from cache_dir (shared by every search on this machine unless `remeasure` asks for fresh timings)."""
     name = slug(device_info(torch.device("cpu"), threads or torch.get_num_threads())["name"])
+    version = slug(torch.__version__)
     out: dict[int, LatencyTable] = {}
     for s in sizes:
-        path = Path(cache_dir) / f"{name}-{arch_key(model)}-{s}.json"
-        if path.is_file():
+        path = Path(cache_dir) / f"{name}-torch-{version}-{arch_key(model)}-{s}.json"
+        if path.is_file() and not remeasure:
             out[s] = LatencyTable.load(path)
+            if progress:
+                print(f"device table for {s}x{s} reused from {path}", file=sys.stderr, flush=True)
             continue
         if progress:
             print(f"measuring this device at {s}x{s} ...", file=sys.stderr, flush=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.cache import dh_tune_home
 from ..latency import LatencyTable
 from ..model import DHNet
 from ..pipeline import Pipeline
@@ -40,6 +41,7 @@ class SearchRequest:
     ray_address: str | None = None
     tracking_uri: str | None = None
     track: bool = True
+    remeasure: bool = False
 
 
 @dataclass
@@ -85,7 +87,7 @@ def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int]) -> dict[
         if dropped:
             _log(f"no device table for sizes {dropped}: they are left out")
         return tables
-    return local_latency_tables(model, sizes, req.out / "devices")
+    return local_latency_tables(model, sizes, dh_tune_home() / "devices", remeasure=req.remeasure)
 
 
 def _base_training(req: SearchRequest, dataset: str, tracking: dict | None) -> Path:

@@ -89,14 +89,14 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
     trial_dir.mkdir(parents=True, exist_ok=True)
     params = trial_params(config, dims)
     base = Pipeline.model_validate(setup.pipeline)
-    train_over: dict[str, Any] = {"loss": loss_overrides(params, base.train.loss.lambda_pos)}
-    if setup.base_checkpoint:  # fine-tune at the base schedule's final learning rate
-        train_over.update(epochs=base.search.trial_epochs, warmup_epochs=0.0, lr0=base.train.lr0 * base.train.lrf,
-                          lrf=1.0)
-    pipeline = base.with_overrides(train=train_over, ray={"cpus_per_worker": setup.cpus_per_worker})
     doc: dict[str, Any] = {"trial_id": trial_id, "params": params, "status": "running"}
     write_result(trial_dir, doc)
     try:
+        train_over: dict[str, Any] = {"loss": loss_overrides(params, base.train.loss.lambda_pos)}
+        if setup.base_checkpoint:  # fine-tune at the base schedule's final learning rate
+            train_over.update(epochs=base.search.trial_epochs, warmup_epochs=0.0,
+                              lr0=base.train.lr0 * base.train.lrf, lrf=1.0)
+        pipeline = base.with_overrides(train=train_over, ray={"cpus_per_worker": setup.cpus_per_worker})
         tracking = setup.tracking or {}
         outcome = run_training(
             pipeline, run_dir=trial_dir / "train", dataset=setup.dataset, tracking_uri=tracking.get("uri"),

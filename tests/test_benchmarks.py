@@ -1,0 +1,107 @@
+"""The results page: oracle exits and AP for chosen exit levels, the dynamic-vs-static measurement on a
+tiny trained model, and the whole `benchmarks/run_all.py` on a tiny pipeline (page, README block, resume)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import tiny_pipeline_doc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_dynamic_vs_static  # noqa: E402
+
+PROFILES = [(0.0, 0.0), (0.5, 0.5), (0.3, 0.7), (1.0, 1.0)]
+
+
+@pytest.mark.parametrize("t1, t2", PROFILES)
+def test_ap_for_levels_equals_the_threshold_evaluation(exit_tables, t1, t2) -> None:
+    table = exit_tables[128]
+    m = table.evaluate(t1, t2)
+    ap = table.ap_for_levels(table.exit_levels(t1, t2))
+    assert ap["ap50"] == pytest.approx(m.ap50, abs=1e-12)
+    assert ap["ap50_95"] == pytest.approx(m.ap50_95, abs=1e-12)
+
+
+def test_label_levels_are_the_deepest_head_each_image_needs(exit_tables) -> None:
+    table = exit_tables[96]
+    levels = table.label_levels()
+    need2, need3 = table.gate_labels[:, 0], table.gate_labels[:, 1]
+    assert ((levels == 1) == ~need2).all()
+    assert ((levels == 3) == (need2 & need3)).all()
+    # Gate scores equal to the labels (a perfect gate) exit every image where the oracle does.
+    perfect = type(table)(table.gate_labels.astype(np.float32), table.gate_labels, table.gt_counts, table.levels,
+                          table.macs_per_exit)
+    assert (perfect.exit_levels(0.5, 0.5) == levels).all()
+
+
+def test_forcing_thresholds_reach_each_exit_level(trained_tiny) -> None:
+    from dh_tune.train.checkpoint import load_model
+
+    model, _ = load_model(trained_tiny)
+    x = torch.rand(3, 3, 96, 96)
+    for level, thresholds in bench_dynamic_vs_static.LEVEL_THRESHOLDS.items():
+        out = model.forward_dynamic(x, thresholds)
+        assert out.exit_level.tolist() == [level] * 3
+        assert len(out.maps) == level
+
+
+def test_dynamic_vs_static_measurement(trained_tiny, tmp_path) -> None:
+    doc = bench_dynamic_vs_static.measure(trained_tiny, (0.5, 0.5), imgsz=96, images=8, passes=1, cache_dir=tmp_path)
+    rows = doc["rows"]
+    assert set(rows) == {"static", "all", "profile", "oracle"}
+    # Static YOLOv5 and the DH-Net with every head give the same detections.
+    assert rows["all"]["ap50_95"] == rows["static"]["ap50_95"]
+    assert rows["static"]["speedup"] == 1.0
+    assert all(r["ms"] > 0 for r in rows.values())
+    from dh_tune.evaluate.exit_table import ExitTable
+
+    table = ExitTable.load(next(tmp_path.glob("*.npz")))
+    oracle = np.bincount(table.label_levels(), minlength=4)[1:] / table.num_images
+    assert rows["oracle"]["exit_shares"] == pytest.approx(oracle.tolist())
+    assert rows["profile"]["exit_shares"] == pytest.approx(
+        (np.bincount(table.exit_levels(0.5, 0.5), minlength=4)[1:] / table.num_images).tolist())
+
+
+@pytest.mark.slow
+def test_run_all_writes_the_page_and_resumes(tiny_dataset, tmp_path, monkeypatch) -> None:
+    import run_all
+
+    monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
+    pipeline = tmp_path / "tiny.yaml"
+    pipeline.write_text(yaml.safe_dump(tiny_pipeline_doc(tiny_dataset, epochs=2)))
+    readme = tmp_path / "README.md"
+    readme.write_text("# project\n\nintro\n\n## Results\n\n" + run_all.results_page.README_BEGIN + "\nold\n"
+                      + run_all.results_page.README_END + "\n\n## After\n")
+    results = tmp_path / "bench" / "RESULTS.md"
+    args = ["--quick", "--pipeline", str(pipeline), "--out", str(tmp_path / "work"), "--results", str(results),
+            "--readme", str(readme), "--budget-ms", "5", "--budget-ms", "1000"]
+    assert run_all.main(args) == 0
+
+    page = results.read_text()
+    for heading in ("Model cost (paper Table 2)", "Dataset (paper Table 1)", "Accuracy", "Speed/accuracy",
+                    "Dynamic vs static", "Search cost"):
+        assert heading in page
+    assert "-0.65M (34.7%)" in page  # the paper's Table 2 value, labelled beside ours
+    for png in ("figure5_gates.png", "figure7_thresholds.png", "pareto_front.png", "dynamic_vs_static.png"):
+        assert (results.parent / "results" / png).stat().st_size > 1000
+    text = readme.read_text()
+    assert "old" not in text and text.startswith("# project") and text.rstrip().endswith("## After")
+    assert "Optuna vs exact grid hypervolume" in text
+
+    stored = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert stored["search"]["trials"] == 2
+    assert [b["budget_ms"] for b in stored["search"]["budgets"]] == [5.0, 1000.0]
+    # A second run reuses every measured section: same numbers, nothing trained again.
+    mtime = (tmp_path / "work" / "search" / "base" / "weights" / "last.pt").stat().st_mtime
+    assert run_all.main(args) == 0
+    again = json.loads((tmp_path / "work" / "results.json").read_text())
+    assert again["dynamic"] == stored["dynamic"] and again["search"] == stored["search"]
+    assert (tmp_path / "work" / "search" / "base" / "weights" / "last.pt").stat().st_mtime == mtime
