@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=200, help="val images to use (default 200)")
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--profiles", default="0,0;0.3,0.5;0.5,0.5;0.7,0.7;1,1", help="t1,t2;t1,t2;...")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes over the images (default 3; median kept)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes over the images (default 5; median kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -48,9 +49,9 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], predictors
                           passes: int, threads: int) -> list[dict]:
     """Per profile: latency the device table predicts and the measured mean ms per image, with the error.
 
-    Each pass times the device table afresh and then runs every predictor over all images as a deployed
-    model runs (one profile over a stream of frames, the first one rotating), so that prediction and
-    measurement see the machine in the same state; medians over the passes are kept.
+    In each pass every predictor runs over all images as a deployed model runs (one profile over a stream
+    of frames, the first one rotating), each right after the device table is timed afresh, so that its
+    prediction and its measurement see the machine in the same state; medians over the passes are kept.
     """
     from dh_tune.latency import expected_latency
     from dh_tune.latency.measure import latency_table
@@ -60,9 +61,9 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], predictors
     k = len(predictors)
     predicted, measured = np.zeros((passes, k)), np.zeros((passes, k))
     for p in range(passes):
-        table = latency_table(model, size, threads=threads, repeats=40, max_seconds=4.0)
-        predicted[p] = [expected_latency(lv, table)[0] for lv in levels]
         for j in [(p + i) % k for i in range(k)]:
+            table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0)
+            predicted[p, j] = expected_latency(levels[j], table)[0]
             measured[p, j] = run_dynamic(predictors[j], images)[2]
     error = 100 * (predicted - measured) / measured
     return [{"predicted_ms": float(a), "measured_ms": float(b), "error_pct": float(e)} for a, b, e in
@@ -75,7 +76,7 @@ def parse_profiles(text: str) -> list[tuple[float, float]]:
 
 
 def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str | None = None, images: int = 200,
-            imgsz: int | None = None, repeats: int = 3) -> dict:
+            imgsz: int | None = None, repeats: int = 5, threads: int | None = None) -> dict:
     """Per profile: cache vs re-run milliseconds and ratio, AP of both, predicted vs measured latency."""
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
@@ -94,6 +95,8 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=float(cfg["train"]["loss"]["eps"]),
                               cache_dir=dh_tune_home() / "cache" / "exit_tables", progress=False)
     build_s = time.perf_counter() - t0
+    if threads:
+        torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     pixels = [read_image(r.path) for r in records]
     ground_truth = [(r.boxes, r.classes) for r in records]
@@ -120,11 +123,13 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
                                    [Predictor(model, size, p) for p in profiles], pixels, repeats, threads)
     for row, t in zip(rows, timing):
         row.update(t)
-    return {"device": device_info(torch.device("cpu"), threads)["name"], "imgsz": size, "images": len(records), "build_s": build_s, "rows": rows}
+    return {"device": device_info(torch.device("cpu"), threads)["name"], "imgsz": size, "images": len(records),
+            "passes": repeats, "build_s": build_s, "rows": rows}
 
 
 def format_rows(doc: dict) -> str:
-    lines = [f"{doc['images']} val images at {doc['imgsz']} px on {doc['device']}",
+    lines = [f"{doc['images']} val images at {doc['imgsz']} px on {doc['device']}; error: median over the passes of "
+             "each pass's error (device table timed right before each measurement)",
              f"{'profile':>11} | {'cache ms':>9} | {'re-run ms':>10} | {'ratio':>8} | {'AP50 cache':>10} {'re-run':>7} | "
              f"{'pred ms':>8} {'measured':>9} {'error':>7}"]
     for r in doc["rows"]:
@@ -137,7 +142,7 @@ def format_rows(doc: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     doc = measure(args.checkpoint, parse_profiles(args.profiles), data=args.data, images=args.images,
-                  imgsz=args.imgsz, repeats=args.repeats)
+                  imgsz=args.imgsz, repeats=args.repeats, threads=args.threads)
     print(format_rows(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1))

@@ -5,7 +5,7 @@ README.md. Each section's numbers are kept in OUT/results.json as soon as they e
 picks up where it was; --fresh measures everything again.
 
     python benchmarks/run_all.py --quick      # under 10 minutes on 2 cores, a smaller model and dataset
-    python benchmarks/run_all.py              # the quickstart pipeline itself (about 35 minutes on 2 cores)
+    python benchmarks/run_all.py              # the quickstart pipeline itself (about 30 minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ import bench_train_throughput  # noqa: E402
 import results_page  # noqa: E402
 
 # --quick: the same pipeline on a smaller synthetic set with a short schedule (numbers labelled as such).
-QUICK = {"data": {"imgsz": 128, "synth": {"train": 400, "val": 120}},
-         "train": {"epochs": 6},
-         "search": {"trials": 2, "deploy_imgsz": [96, 128, 160], "threshold_trials": 100}}
-ESTIMATE_MIN = {True: 8, False: 35}
+QUICK = {"data": {"imgsz": 128, "synth": {"train": 600, "val": 150}},
+         "train": {"epochs": 20},
+         "search": {"trials": 2, "deploy_imgsz": [96, 128, 160]}}
+ESTIMATE_MIN = {True: 8, False: 30}
 SECTIONS = ("table2", "table1", "search", "static", "throughput", "accuracy", "dynamic", "search_cost")
 
 
@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="latency budgets of the search (default: 10, 20 and 40 ms)")
     p.add_argument("--out", type=Path, default=None, help="working folder (default: runs/benchmarks/<quick|full>)")
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="results page to write")
-    p.add_argument("--readme", type=Path, default=HERE.parent / "README.md",
+    p.add_argument("--readme", default=str(HERE.parent / "README.md"),
                    help="README whose results table is refreshed ('' to leave it alone)")
     p.add_argument("--fresh", action="store_true", help="measure every section again")
     return p.parse_args(argv)
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "throughput": lambda: {"rows": bench_train_throughput.measure(pipeline, [1, 2])},
         "accuracy": lambda: accuracy(results["search"], results["static"], figures),
         "dynamic": lambda: dynamic(results["search"], images),
-        "search_cost": lambda: search_cost(results["search"], min(images, 200)),
+        "search_cost": lambda: search_cost(results["search"], min(images, 150)),
     }
     for name in SECTIONS:
         if name in results:
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                        "seconds": results.get("meta", {}).get("seconds", 0) + time.time() - started}
     store.write_text(json.dumps(results, indent=1, default=float))
     page = results_page.write(results, args.results, figures)
-    if str(args.readme):
+    if args.readme:
         results_page.update_readme(results, Path(args.readme), args.results)
     _log(f"done in {(time.time() - started) / 60:.1f} min: {page}")
     return 0

@@ -120,7 +120,7 @@ class SearchSettings(_Section):
     warm_start: bool = True
     trial_epochs: int = Field(2, ge=1)
     deploy_imgsz: list[int] = Field(default_factory=list)
-    threshold_trials: int = Field(300, ge=10)
+    threshold_trials: int = Field(400, ge=10)
     grid_steps: int = Field(41, ge=3)
     metric: Literal["ap50", "ap50_95"] = "ap50_95"
     search_space: str = "search_spaces/gate_loss.yaml"

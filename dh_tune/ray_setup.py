@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 
 class ResourceError(RuntimeError):
@@ -18,6 +19,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # and skip the preemption watcher (spot-instance support) that only adds log noise here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    _auth_mode(address)  # read by Ray's config when it is first imported
     import ray
 
     if ray.is_initialized():
@@ -30,6 +32,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+
+
+def _auth_mode(address: str | None) -> None:
+    """Token authentication (Ray 2.60): on for the in-process cluster (said explicitly, so Ray does not
+    warn about its default), and on when joining a cluster while a token is at hand, since a cluster that
+    `ray start` began with a token refuses drivers that do not present it."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    if not address or os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 NOISY_LOGGERS = ("ray.train.v2._internal.execution.context", "ray.train.v2._internal.execution.storage",

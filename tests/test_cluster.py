@@ -32,11 +32,13 @@ def test_training_joins_a_local_cluster(tiny_dataset, tmp_path) -> None:
         ray.shutdown()
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray turns "127.0.0.1" into the machine's network address unless it runs as a one-machine cluster.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)  # the driver finds the head's token on its own
     head = subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
                            "--dashboard-host=127.0.0.1", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=120)
     assert head.returncode == 0, head.stderr[-2000:]
     try:
         pipeline = tmp_path / "tiny.yaml"
