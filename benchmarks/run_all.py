@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         "dynamic": lambda: dynamic(results["search"], images),
         "search_cost": lambda: search_cost(results["search"], min(images, 150)),
     }
+    from dh_tune.data import DataError
+    from dh_tune.train.checkpoint import CheckpointError
+
     for name in SECTIONS:
         if name in results:
             continue
@@ -233,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             _stop_ray()  # timings below must not share the cores with Ray's background processes
         t0 = time.time()
         _log(f"{name} ...")
-        results[name] = steps[name]()
+        try:
+            results[name] = steps[name]()
+        except (DataError, CheckpointError, PipelineError, ValueError) as exc:
+            print(f"error: {name}: {exc} (sections measured so far are kept in {store})", file=sys.stderr)
+            return 2
         results.setdefault("section_seconds", {})[name] = time.time() - t0
         store.write_text(json.dumps(results, indent=1, default=float))
     results["meta"] = {"mode": mode, "pipeline": pipeline.name, "budgets": budgets, "machine": machine(),
