@@ -1,19 +1,24 @@
-"""Dynamic heads against static YOLOv5 on the same images, next to an oracle gate.
+"""Dynamic heads against static YOLOv5 on the same images, next to an oracle gate and the MACs' prediction.
 
-Four ways to run one trained checkpoint over the val images, timed image by image in turn so that
-machine drift hits them alike:
-  static   plain YOLOv5 (all heads, no gates): the baseline every ratio is taken against
-  all      the DH-Net with both thresholds at 0 (all heads plus the two gates)
-  profile  the DH-Net with the given thresholds (a profile chosen by the search)
-  oracle   each image stops at the head its Eq. 3-7 labels ask for (the best any gate could do)
-AP of each comes from the exit cache (same detections, validation NMS).
+Ways to run one trained checkpoint (inference-folded: Conv+BN fused) over the val images, timed image
+by image in turn so that machine drift hits them alike:
+  static     plain YOLOv5 (all heads, no gates): the baseline every ratio is taken against
+  all        the DH-Net with thresholds (0, 0): all heads, gates not computed (they decide nothing)
+  all-gated  all heads through both gates (thresholds just above 0: the gates run, every image continues)
+  gates-0.5  the learned gates at their training operating point (0.5, 0.5)
+  profile    the DH-Net with the given thresholds (a gated profile chosen by the search)
+  oracle     each image stops at the head its Eq. 3-7 labels ask for, no gate computed (the best any
+             gate could do)
+Network time (the forward alone) is compared with the saving the MACs predict; end-to-end time adds
+pre-processing and NMS. AP of each comes from the exit cache (same detections, validation NMS).
 
-    python benchmarks/bench_dynamic_vs_static.py --checkpoint CKPT --imgsz 160 --thresholds 0.2 0.7
+    python benchmarks/bench_dynamic_vs_static.py --checkpoint CKPT --imgsz 224 320 640 --thresholds 0.2 0.7
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,15 +26,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-INF = float("inf")
-LEVEL_THRESHOLDS = {1: (INF, INF), 2: (0.0, INF), 3: (0.0, 0.0)}  # thresholds that force an exit level
+from dh_tune.gating import STATIC_THRESHOLDS, gates_computed
+
+LEVEL_THRESHOLDS = STATIC_THRESHOLDS  # thresholds that force an exit level without computing a gate
+ALL_GATED = (math.ulp(0.0), math.ulp(0.0))  # above 0, so both gates run; every image still continues
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--data", default=None, help="dataset (default: the checkpoint's)")
-    p.add_argument("--imgsz", type=int, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=None, help="input sizes (default: the checkpoint's)")
     p.add_argument("--thresholds", type=float, nargs=2, default=(0.5, 0.5), metavar=("T1", "T2"))
     p.add_argument("--images", type=int, default=200, help="val images (default 200)")
     p.add_argument("--passes", type=int, default=3, help="timed passes over the images (default 3)")
@@ -39,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def measure(checkpoint: Path, thresholds: tuple[float, float], *, imgsz: int | None = None, data: str | None = None,
             images: int = 200, passes: int = 3, cache_dir: Path | None = None) -> dict:
-    """Mean ms per image, AP and exit shares of static / all / profile / oracle, with ratios to static."""
+    """Per way of running: mean ms per image (network and end to end), AP, exit shares, ratios to static,
+    and the network-time saving against the saving its MACs predict."""
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
     from dh_tune.evaluate.cache import cached_exit_table
@@ -48,37 +56,43 @@ def measure(checkpoint: Path, thresholds: tuple[float, float], *, imgsz: int | N
     from dh_tune.train.checkpoint import file_sha256, load_model
 
     model, ckpt = load_model(checkpoint)
-    model.eval()
     cfg = ckpt["config"]
     size = imgsz or int(cfg["data"]["imgsz"])
     records = load_dataset(data or ckpt["dataset"]).splits[cfg["data"]["val_split"]][:images]
     table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=float(cfg["train"]["loss"]["eps"]),
                               cache_dir=cache_dir or dh_tune_home() / "cache" / "exit_tables", progress=False)
+    model = model.fuse()
     pixels = [read_image(r.path) for r in records]
     oracle_levels = table.label_levels()
-    levels = {"static": np.full(len(records), 3, np.int8), "all": table.exit_levels(0.0, 0.0),
-              "profile": table.exit_levels(*thresholds), "oracle": oracle_levels}
+    settings = {"static": None, "all": (0.0, 0.0), "all-gated": ALL_GATED, "gates-0.5": (0.5, 0.5),
+                "profile": tuple(thresholds), "oracle": None}
+    levels = {n: table.exit_levels(*t) for n, t in settings.items() if t is not None}
+    levels.update(static=np.full(len(records), 3, np.int8), oracle=oracle_levels)
+    static_macs = table.macs_per_exit[2]
+    macs = {n: table.mean_macs(*t) for n, t in settings.items() if t is not None}
+    macs.update(static=static_macs, oracle=float(table.macs_per_exit[oracle_levels - 1].mean()))
 
     @torch.inference_mode()
-    def run(name: str, i: int) -> float:
+    def run(name: str, i: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         x = preprocess(pixels[i], size, torch.device("cpu"))
+        t1 = time.perf_counter()
         if name == "static":
             maps = model.forward_static(x)
         else:
-            t = LEVEL_THRESHOLDS[int(oracle_levels[i])] if name == "oracle" else (
-                thresholds if name == "profile" else (0.0, 0.0))
+            t = LEVEL_THRESHOLDS[int(oracle_levels[i])] if name == "oracle" else settings[name]
             maps = model.forward_dynamic(x, t).maps
+        t2 = time.perf_counter()
         postprocess(maps, model.anchors_px, model.strides, DEPLOY_NMS)
-        return (time.perf_counter() - t0) * 1000
+        return (t2 - t1) * 1000, (time.perf_counter() - t0) * 1000
 
-    names = list(levels)
+    names = list(settings)
     for i in range(min(10, len(pixels))):  # warm-up
         for n in names:
             run(n, i)
     per_pass = {n: [] for n in names}
     for p in range(passes):
-        sums = dict.fromkeys(names, 0.0)
+        sums = {n: np.zeros(2) for n in names}
         for i in range(len(pixels)):
             for n in names[p % len(names):] + names[:p % len(names)]:  # rotate who goes first
                 sums[n] += run(n, i)
@@ -86,15 +100,20 @@ def measure(checkpoint: Path, thresholds: tuple[float, float], *, imgsz: int | N
             per_pass[n].append(sums[n] / len(pixels))
     rows = {}
     for n in names:
-        ms = float(np.median(per_pass[n]))
+        net_ms, ms = np.median(np.array(per_pass[n]), axis=0)
         ap = table.ap_for_levels(levels[n])
         shares = np.bincount(levels[n], minlength=4)[1:] / len(records)
-        rows[n] = {"ms": ms, "ap50": ap["ap50"], "ap50_95": ap["ap50_95"], "exit_shares": shares.tolist()}
-    static_ms = rows["static"]["ms"]
+        computed = gates_computed(*settings[n]) if settings[n] is not None else (False, False)
+        rows[n] = {"ms": float(ms), "network_ms": float(net_ms), "ap50": ap["ap50"], "ap50_95": ap["ap50_95"],
+                   "exit_shares": shares.tolist(), "gates_computed": list(computed),
+                   "gmacs": float(macs[n]) / 1e9, "mac_saving": float(1 - macs[n] / static_macs)}
+    static = rows["static"]
     for r in rows.values():
-        r["speedup"] = static_ms / r["ms"]
-    saved = static_ms - rows["oracle"]["ms"]
-    captured = (static_ms - rows["profile"]["ms"]) / saved if saved > 0 else float("nan")
+        r["speedup"] = static["ms"] / r["ms"]
+        r["network_saving"] = 1 - r["network_ms"] / static["network_ms"]
+        r["saving"] = 1 - r["ms"] / static["ms"]
+    saved = static["ms"] - rows["oracle"]["ms"]
+    captured = (static["ms"] - rows["profile"]["ms"]) / saved if saved > 0 else float("nan")
     return {"imgsz": size, "thresholds": list(thresholds), "images": len(records), "passes": passes,
             "threads": torch.get_num_threads(), "rows": rows, "saving_captured": captured}
 
@@ -103,21 +122,25 @@ def format_rows(doc: dict) -> str:
     """The comparison as a plain-text table."""
     lines = [f"{doc['images']} val images at {doc['imgsz']} px, {doc['threads']} threads, "
              f"profile thresholds {tuple(doc['thresholds'])}",
-             f"{'model':>8} | {'ms/img':>7} | {'vs static':>9} | {'AP50':>6} | {'AP50:95':>7} | exits h1/h2/h3"]
+             f"{'model':>9} | {'ms/img':>7} | {'vs static':>9} | {'net saving':>10} | {'MACs say':>8} | {'AP50':>6} | "
+             f"{'AP50:95':>7} | exits h1/h2/h3"]
     for name, r in doc["rows"].items():
         shares = "/".join(f"{s:.2f}" for s in r["exit_shares"])
-        lines.append(f"{name:>8} | {r['ms']:7.2f} | {r['speedup']:8.2f}x | {r['ap50']:6.3f} | {r['ap50_95']:7.3f} | {shares}")
+        lines.append(f"{name:>9} | {r['ms']:7.2f} | {r['speedup']:8.2f}x | {100 * r['network_saving']:9.1f}% | "
+                     f"{100 * r['mac_saving']:7.1f}% | {r['ap50']:6.3f} | {r['ap50_95']:7.3f} | {shares}")
     lines.append(f"share of the oracle's saving the learned gates capture: {100 * doc['saving_captured']:.0f}%")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    doc = measure(args.checkpoint, tuple(args.thresholds), imgsz=args.imgsz, data=args.data, images=args.images,
-                  passes=args.passes)
-    print(format_rows(doc))
+    docs = []
+    for size in args.imgsz or [None]:
+        docs.append(measure(args.checkpoint, tuple(args.thresholds), imgsz=size, data=args.data, images=args.images,
+                            passes=args.passes))
+        print(format_rows(docs[-1]) + "\n")
     if args.json:
-        args.json.write_text(json.dumps(doc, indent=1))
+        args.json.write_text(json.dumps(docs, indent=1))
     return 0
 
 

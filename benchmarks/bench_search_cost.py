@@ -45,8 +45,8 @@ def run_dynamic(predictor, images: list[np.ndarray]) -> tuple[list, list[int], f
     return outs, levels, (time.perf_counter() - t0) * 1000 / len(images)
 
 
-def predicted_vs_measured(model, size: int, levels: list[np.ndarray], predictors: list, images: list[np.ndarray],
-                          passes: int, threads: int) -> list[dict]:
+def predicted_vs_measured(model, size: int, levels: list[np.ndarray], gates: list[tuple[bool, bool]], predictors: list,
+                          images: list[np.ndarray], passes: int, threads: int) -> list[dict]:
     """Per profile: latency the device table predicts and the measured mean ms per image, with the error.
 
     In each pass every predictor runs over all images as a deployed model runs (one profile over a stream
@@ -63,7 +63,7 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], predictors
     for p in range(passes):
         for j in [(p + i) % k for i in range(k)]:
             table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0)
-            predicted[p, j] = expected_latency(levels[j], table)[0]
+            predicted[p, j] = expected_latency(levels[j], table, gates[j])[0]
             measured[p, j] = run_dynamic(predictors[j], images)[2]
     error = 100 * (predicted - measured) / measured
     return [{"predicted_ms": float(a), "measured_ms": float(b), "error_pct": float(e)} for a, b, e in
@@ -82,6 +82,7 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     from dh_tune.data.images import read_image
     from dh_tune.evaluate import average_precision
     from dh_tune.evaluate.cache import cached_exit_table
+    from dh_tune.gating import gates_computed
     from dh_tune.latency.measure import device_info
     from dh_tune.model import VAL_NMS
     from dh_tune.predict import Predictor
@@ -120,6 +121,7 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
                      "ap50_cache": m.ap50, "ap50_rerun": ap["ap50"],
                      "levels_agree": levels == table.exit_levels(t1, t2).tolist()})
     timing = predicted_vs_measured(model, size, [table.exit_levels(*p) for p in profiles],
+                                   [gates_computed(*p) for p in profiles],
                                    [Predictor(model, size, p) for p in profiles], pixels, repeats, threads)
     for row, t in zip(rows, timing):
         row.update(t)

@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the sibling bench_* scripts
 
 import bench_dynamic_vs_static  # noqa: E402
+import bench_gate_parity  # noqa: E402
 import bench_profile_eval  # noqa: E402
 import bench_search_cost  # noqa: E402
 import bench_train_throughput  # noqa: E402
@@ -31,8 +32,12 @@ import results_page  # noqa: E402
 QUICK = {"data": {"imgsz": 128, "synth": {"train": 600, "val": 150}},
          "train": {"epochs": 20},
          "search": {"trials": 2, "deploy_imgsz": [96, 128, 160]}}
-ESTIMATE_MIN = {True: 8, False: 30}
-SECTIONS = ("table2", "table1", "search", "static", "throughput", "accuracy", "dynamic", "search_cost")
+ESTIMATE_MIN = {True: 10, False: 55}
+SECTIONS = ("table2", "table1", "search", "static", "gate_parity", "throughput", "accuracy", "dynamic",
+            "search_cost")
+# Input sizes of the dynamic-vs-static section and epochs of the gate-parity trainings, per mode.
+DYNAMIC_SIZES = {True: [128, 224], False: [224, 320, 640]}
+PARITY_EPOCHS = {True: 4, False: 8}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -108,8 +113,12 @@ def search(pipeline, out: Path, budgets: list[float]) -> dict:
     hv = [t.get("hv_ratio") for t in outcome.trials if t.get("status") == "finished"]
     hv = [h for h in hv if h == h and h is not None]
     base = out / "base" / "weights" / "best.pt"
+    index = json.loads(outcome.index_path.read_text()) if outcome.index_path else {}
+    for b, row in zip(budgets_doc, index.get("budgets", [])):
+        b.update(comparison=row.get("comparison"), configuration=row.get("configuration"))
     return {"seconds": time.time() - t0, "budgets": budgets_doc, "front": outcome.front,
-            "trials": len([t for t in outcome.trials if t.get("status") == "finished"]),
+            "models": index.get("models", []), "static_points": index.get("static_points", []),
+            "trials": len([t for t in outcome.trials if t.get("status") == "finished" and t.get("role") is None]),
             "hv_ratio_min": min(hv) if hv else None, "base_checkpoint": str(base) if base.is_file() else None,
             "front_png": str(next((out / "profiles").glob("*/pareto_front.png"), "")) or None}
 
@@ -167,14 +176,27 @@ def middle_profile(search_doc: dict) -> dict:
     return min(feasible, key=lambda b: abs(b["budget_ms"] - 20.0))
 
 
-def dynamic(search_doc: dict, images: int) -> dict:
-    """Dynamic vs static vs oracle latency for the 20 ms-class profile, on its own checkpoint and size."""
-    from dh_tune.profiles import load_profile
-
+def dynamic(search_doc: dict, images: int, sizes: list[int]) -> dict:
+    """Dynamic vs static vs oracle latency at several sizes, for the best gated profile of the 20 ms-class budget
+    (its thresholds and its model; the base model's gates at 0.5 when no gated profile fits)."""
     b = middle_profile(search_doc)
-    prof = load_profile(b["profile"])
-    doc = bench_dynamic_vs_static.measure(prof.checkpoint_path(), prof.thresholds, imgsz=prof.imgsz, images=images)
-    return {"budget_ms": b["budget_ms"], **doc}
+    best = (b.get("comparison") or {}).get("best_dynamic")
+    checkpoint = Path(search_doc["base_checkpoint"])
+    thresholds = (0.5, 0.5)
+    if best is not None:
+        thresholds = (best["t1"], best["t2"])
+        checkpoint = Path(next((m["checkpoint"] for m in search_doc.get("models", [])
+                                if m["trial_id"] == best["trial_id"] and m.get("checkpoint")), checkpoint))
+    by_size = {str(s): bench_dynamic_vs_static.measure(checkpoint, thresholds, imgsz=s, images=images)
+               for s in sizes}
+    return {"budget_ms": b["budget_ms"], "thresholds": list(thresholds), "checkpoint": str(checkpoint),
+            "sizes": by_size}
+
+
+def gate_parity(pipeline, out: Path, epochs: int) -> dict:
+    """Four ways of training the gates against the detector, side by side (benchmarks/bench_gate_parity.py)."""
+    rows = bench_gate_parity.measure(pipeline, out / "gate_parity", epochs, store=out / "gate_parity.json")
+    return {"epochs": epochs, "rows": rows}
 
 
 def search_cost(search_doc: dict, images: int) -> dict:
@@ -223,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         "static": lambda: static(pipeline, out),
         "throughput": lambda: {"rows": bench_train_throughput.measure(pipeline, [1, 2])},
         "accuracy": lambda: accuracy(results["search"], results["static"], figures),
-        "dynamic": lambda: dynamic(results["search"], images),
+        "gate_parity": lambda: gate_parity(pipeline, out, PARITY_EPOCHS[args.quick]),
+        "dynamic": lambda: dynamic(results["search"], images, DYNAMIC_SIZES[args.quick]),
         "search_cost": lambda: search_cost(results["search"], min(images, 150)),
     }
     from dh_tune.data import DataError

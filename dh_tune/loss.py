@@ -244,12 +244,13 @@ class DHLoss:
             out.append(p.float().view(b, self.na, no, h, w).permute(0, 1, 3, 4, 2))
         return out
 
-    def __call__(
+    def terms(
         self, maps: Sequence[Tensor], gate_logits: Tensor, targets: Tensor, gate_labels: Tensor
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Loss of one batch: maps P3..P5, gate logits (B, G), targets (n, 6) in pixels, gate labels (B, G).
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(L_det, L_gate, items) of one batch, per image and with their graphs (Eq. 8 and Eq. 14).
 
-        Items (detached, per image, i.e. before the batch-size factor): box, obj, cls, det, gate, total.
+        maps P3..P5, gate logits (B, G), targets (n, 6) in pixels, gate labels (B, G); items holds the
+        detached box, obj and cls parts of L_det.
         """
         preds = self._split_maps(maps)
         device = preds[0].device
@@ -285,15 +286,18 @@ class DHLoss:
         lbox = lbox * self.box_gain
         lobj = lobj * self.obj_gain
         lcls = lcls * self.cls_gain
-        det = lbox + lobj + lcls
         lgate = gate_loss(gate_logits.to(device), gate_labels.to(device), self.cfg.lambda_pos)
+        items = {"box": lbox.detach(), "obj": lobj.detach(), "cls": lcls.detach()}
+        return lbox + lobj + lcls, lgate, items
+
+    def __call__(
+        self, maps: Sequence[Tensor], gate_logits: Tensor, targets: Tensor, gate_labels: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Loss of one batch: maps P3..P5, gate logits (B, G), targets (n, 6) in pixels, gate labels (B, G).
+
+        Items (detached, per image, i.e. before the batch-size factor): box, obj, cls, det, gate, total.
+        """
+        det, lgate, items = self.terms(maps, gate_logits, targets, gate_labels)
         per_image = det + self.cfg.gate_lambda * lgate  # Eq. 15
-        items = {
-            "box": lbox.detach(),
-            "obj": lobj.detach(),
-            "cls": lcls.detach(),
-            "det": det.detach(),
-            "gate": lgate.detach(),
-            "total": per_image.detach(),
-        }
-        return per_image * batch, items
+        items.update(det=det.detach(), gate=lgate.detach(), total=per_image.detach())
+        return per_image * gate_logits.shape[0], items

@@ -68,6 +68,10 @@ class LossSettings(_Section):
     gate_lambda: float = Field(0.2, ge=0.0)
     lambda_pos: tuple[float, float] = (0.28, 2.0)
     eps: float = Field(4.0, gt=1.0)
+    # Share of the gate loss's gradient that reaches the shared backbone and neck: 1.0 is the paper's
+    # end-to-end training; 0.0 trains the gates on the detector's features and leaves the detector
+    # exactly as a plain YOLOv5 trained without gates (benchmarks/bench_gate_parity.py).
+    gate_trunk_grad: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class AugmentSettings(_Section):

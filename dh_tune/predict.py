@@ -35,7 +35,7 @@ class Predictor:
     def __init__(self, model: DHNet, imgsz: int, thresholds: tuple[float, float], *, nms: NMSConfig = DEPLOY_NMS,
                  device: torch.device | None = None, names: list[str] | None = None) -> None:
         self.device = device or torch.device("cpu")
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval().fused()  # Conv+BN folded, as YOLOv5 deploys
         self.imgsz, self.thresholds, self.nms = imgsz, thresholds, nms
         self.names = names or [str(i) for i in range(model.nc)]
 

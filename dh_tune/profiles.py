@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 
 from . import __version__
+from .gating import STATIC_NAMES, gates_computed, static_exit
 
 SCHEMA_VERSION = 1
 KIND = "dh-tune-profile"
@@ -56,6 +57,18 @@ SCHEMA: dict[str, Any] = {
                            "exit_shares": {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}},
         },
         "model": {"type": "object", "required": ["scale", "nc"], "additionalProperties": True},
+        "configuration": {
+            "type": "object", "required": ["kind", "heads"], "additionalProperties": False,
+            "properties": {"kind": {"enum": ["static", "dynamic"]}, "heads": {"type": "string"},
+                           "gates_computed": {"type": "array", "items": {"type": "boolean"},
+                                              "minItems": 2, "maxItems": 2}},
+        },
+        "comparison": {
+            "type": "object", "required": ["metric", "best_static", "best_dynamic", "dynamic_gain"],
+            "additionalProperties": False,
+            "properties": {"metric": {"enum": ["ap50", "ap50_95"]}, "best_static": {"type": ["object", "null"]},
+                           "best_dynamic": {"type": ["object", "null"]}, "dynamic_gain": {"type": ["number", "null"]}},
+        },
         "dh_tune_version": {"type": "string"},
         "created_at": {"type": "string", "minLength": 10},
     },
@@ -103,8 +116,15 @@ def validate(doc: Any, source: str) -> None:
 
 def make_profile(*, device_name: str, table_digest: str, budget_ms: float, feasible: bool, candidate: dict,
                  metric: str, hyperparameters: dict, checkpoint_rel: str, checkpoint_sha256: str,
-                 model: dict, note: str | None = None, extra_training: dict | None = None) -> dict[str, Any]:
-    """Assemble (and validate) a profile document from a chosen search candidate."""
+                 model: dict, note: str | None = None, extra_training: dict | None = None,
+                 comparison: dict | None = None) -> dict[str, Any]:
+    """Assemble (and validate) a profile document from a chosen search candidate.
+
+    `configuration` says whether the profile is a static network (no gate computed) or gated;
+    `comparison` records the best static network and the best gated profile within the same budget.
+    """
+    t1, t2 = float(candidate["t1"]), float(candidate["t2"])
+    level = static_exit(t1, t2)
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": KIND,
         "device": {"name": device_name, "table_digest": table_digest},
@@ -117,11 +137,17 @@ def make_profile(*, device_name: str, table_digest: str, budget_ms: float, feasi
                      "latency_mean_ms": candidate["latency_ms"], "latency_p90_ms": candidate["latency_p90_ms"],
                      "exit_shares": list(candidate["exit_shares"]), "gate_accuracy": list(candidate["gate_accuracy"]),
                      "mean_gmacs": candidate["mean_gmacs"]},
-        "model": model, "dh_tune_version": __version__,
+        "model": model,
+        "configuration": {"kind": "static" if level else "dynamic",
+                          "heads": STATIC_NAMES[level] if level else "gated",
+                          "gates_computed": list(gates_computed(t1, t2))},
+        "dh_tune_version": __version__,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if note:
         doc["note"] = note
+    if comparison is not None:
+        doc["comparison"] = comparison
     doc = json.loads(json.dumps(doc, default=_jsonable))
     validate(doc, "<new profile>")
     return doc

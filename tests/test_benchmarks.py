@@ -56,11 +56,14 @@ def test_forcing_thresholds_reach_each_exit_level(trained_tiny) -> None:
 def test_dynamic_vs_static_measurement(trained_tiny, tmp_path) -> None:
     doc = bench_dynamic_vs_static.measure(trained_tiny, (0.5, 0.5), imgsz=96, images=8, passes=1, cache_dir=tmp_path)
     rows = doc["rows"]
-    assert set(rows) == {"static", "all", "profile", "oracle"}
-    # Static YOLOv5 and the DH-Net with every head give the same detections.
+    assert set(rows) == {"static", "all", "all-gated", "gates-0.5", "profile", "oracle"}
+    # Static YOLOv5 and the DH-Net with every head give the same detections; only the gated run computes gates.
     assert rows["all"]["ap50_95"] == rows["static"]["ap50_95"]
-    assert rows["static"]["speedup"] == 1.0
-    assert all(r["ms"] > 0 for r in rows.values())
+    assert rows["all"]["gates_computed"] == [False, False] and rows["all-gated"]["gates_computed"] == [True, True]
+    assert rows["static"]["speedup"] == 1.0 and rows["static"]["mac_saving"] == 0.0
+    assert rows["all"]["mac_saving"] == 0.0 and rows["all-gated"]["mac_saving"] < 0  # gates add MACs
+    assert rows["oracle"]["mac_saving"] >= 0
+    assert all(r["ms"] > 0 and 0 < r["network_ms"] < r["ms"] for r in rows.values())
     from dh_tune.evaluate.exit_table import ExitTable
 
     table = ExitTable.load(next(tmp_path.glob("*.npz")))

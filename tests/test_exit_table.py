@@ -189,6 +189,21 @@ def test_malformed_cache_files_raise(case, tmp_path):
         ExitTable.load(tmp_path / "absent.npz")
 
 
+def test_degenerate_thresholds_decide_alone_and_gates_are_charged_only_when_computed():
+    det = ExitDetections(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 10)))
+    scores = np.array([[1.0, 1.0], [0.0, 0.0], [0.7, 0.2]], np.float32)  # float32 sigmoid reaches 0 and 1
+    table = ExitTable(scores, np.ones((3, 2), bool), np.zeros((3, 1), int), (det, det, det),
+                      np.array([10.0, 20.0, 30.0]), gate_macs=np.array([1.0, 2.0]))
+    assert table.exit_levels(1.0, 0.5).tolist() == [1, 1, 1]   # t1 >= 1: everyone stops, even a score of 1
+    assert table.exit_levels(0.0, 1.0).tolist() == [2, 2, 2]   # P3+P4, static
+    assert table.exit_levels(0.0, 0.0).tolist() == [3, 3, 3]   # all heads, even a score of 0
+    assert table.mean_macs(0.0, 0.0) == 30.0                    # static: no gate charged
+    assert table.mean_macs(1.0, 1.0) == 10.0
+    assert table.mean_macs(0.5, 0.0) == pytest.approx(np.mean([31.0, 11.0, 31.0]))  # gate 1 only
+    assert table.mean_macs(0.0, 0.5) == pytest.approx(np.mean([32.0, 22.0, 22.0]))  # gate 2 only
+    assert table.evaluate(1.0, 1.0).gate_accuracy == (0.0, 0.0)  # labels say continue; nothing does
+
+
 def test_constructor_rejects_inconsistent_arrays():
     det = ExitDetections(np.array([0]), np.array([0.5]), np.array([0]), np.zeros((1, 10), bool))
     with pytest.raises(ValueError, match="image index"):

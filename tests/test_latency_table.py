@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from dh_tune.gating import gates_computed
 from dh_tune.latency import PARTS, LatencyTable, LatencyTableError, expected_latency
 
 TIMES = {  # median, p90 in ms
@@ -64,15 +65,27 @@ def test_exit_costs_add_the_parts_each_exit_runs():
 def test_expected_latency_mean_and_p90():
     table = LatencyTable.from_dict(document())
     levels = np.array([1] * 6 + [2] * 3 + [3])
-    mean_ms, p90_ms = expected_latency(levels, table)
+    both = (True, True)
+    mean_ms, p90_ms = expected_latency(levels, table, both)
     assert mean_ms == pytest.approx((6 * 5.75 + 3 * 9.0 + 11.0) / 10)
     assert p90_ms == 11.75  # 9 of 10 images cost at most the head-2 p90 cost
-    assert expected_latency(np.array([1] * 8 + [3] * 2), table)[1] == 14.5
-    assert expected_latency(np.array([3, 3]), table) == (11.0, 14.5)
+    assert expected_latency(np.array([1] * 8 + [3] * 2), table, both)[1] == 14.5
+    assert expected_latency(np.array([3, 3]), table, both) == (11.0, 14.5)
     with pytest.raises(ValueError, match="1, 2 or 3"):
-        expected_latency(np.array([0, 1]), table)
+        expected_latency(np.array([0, 1]), table, both)
     with pytest.raises(ValueError, match="empty"):
-        expected_latency(np.array([], dtype=int), table)
+        expected_latency(np.array([], dtype=int), table, both)
+
+
+def test_gates_that_are_not_computed_are_not_charged():
+    table = LatencyTable.from_dict(document())
+    gate1, gate2 = table.parts["gate1"].median_ms, table.parts["gate2"].median_ms
+    full = table.exit_cost_ms("median", (True, True))
+    np.testing.assert_allclose(table.exit_cost_ms("median", (False, False)), full - [gate1, gate1 + gate2, gate1 + gate2])
+    np.testing.assert_allclose(table.exit_cost_ms("median", (False, True)), full - gate1)
+    # All heads with thresholds 0: static YOLOv5's cost, no gate in it.
+    static = sum(table.parts[p].median_ms for p in ("preprocess", "stage1", "stage2", "stage3", "nms"))
+    assert expected_latency(np.array([3, 3]), table, gates_computed(0.0, 0.0))[0] == pytest.approx(static)
 
 
 def broken(change):

@@ -111,7 +111,8 @@ def test_thresholds_above_one_run_stage1_only(tiny: DHNet, monkeypatch) -> None:
 def test_mixed_batch_matches_images_run_one_by_one(tiny: DHNet) -> None:
     torch.manual_seed(1)
     x = torch.rand(6, 3, 64, 64) * torch.linspace(0.1, 1.0, 6).view(6, 1, 1, 1)
-    probe = tiny.forward_dynamic(x, (0.0, 0.0)).gate_scores
+    with torch.no_grad():
+        probe = torch.sigmoid(tiny.eval()(x)[1])  # every gate's score (thresholds 0 compute none)
     t1 = float(probe[:, 0].sort().values[1]) + 1e-7  # two images stop after head 1
     t2 = float(probe[:, 1].sort().values[3]) - 1e-7
     out = tiny.forward_dynamic(x, (t1, t2))
@@ -165,3 +166,49 @@ def test_loader_skips_mismatched_head_and_refuses_pickled_models(tiny: DHNet, tm
     torch.save({"model": tiny}, path)  # a whole module object, as YOLOv5's own .pt files hold
     with pytest.raises(WeightsError, match="weights_only"):
         other.load_yolov5(path)
+
+
+def _count_gate_calls(model: DHNet) -> list[int]:
+    calls = [0, 0]
+    for i, gate in enumerate(model.gates):
+        gate.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("thresholds, called, levels", [
+    ((0.0, 0.0), [0, 0], {3}),        # all heads: no gate decides anything
+    ((1.0, 0.3), [0, 0], {1}),        # head 1 only, whatever gate 2 would say
+    ((0.0, 1.0), [0, 0], {2}),        # P3 + P4, static
+    ((-0.5, 0.5), [0, 1], None),      # gate 1 always continues, gate 2 decides
+    ((0.5, 2.0), [1, 0], None),       # gate 1 decides, gate 2 always stops
+])
+def test_degenerate_gates_are_not_computed(tiny: DHNet, thresholds, called, levels) -> None:
+    calls = _count_gate_calls(tiny.eval())
+    out = tiny.forward_dynamic(torch.rand(3, 3, 64, 64), thresholds)
+    assert calls == called
+    if levels is not None:
+        assert set(out.exit_level.tolist()) == levels
+        assert torch.isnan(out.gate_scores).all()
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_fused_model_equals_training_model(size: int) -> None:
+    torch.manual_seed(0)
+    model = DHNet((0.33, 0.125), nc=3)
+    for m in model.modules():  # BatchNorm statistics far from the identity, as after training
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.2, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    model.eval()
+    fused = model.fused()
+    assert fused.is_fused and not model.is_fused
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        maps, logits = model(x)
+        fmaps, flogits = fused(x)
+    for a, b in zip(maps, fmaps):
+        assert (a - b).abs().max() <= 1e-4
+    assert (logits - flogits).abs().max() <= 1e-4
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules()) == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dh_tune.gating import gates_computed
 from dh_tune.latency import LatencyTable, expected_latency
 from dh_tune.profiles import ProfileError, check_checkpoint, load_profile, make_profile, save_profile
 from dh_tune.search.inner import DeploymentSpace, front_of, inner_search
@@ -49,7 +50,10 @@ def test_profile_refuses_another_checkpoint(tmp_path: Path) -> None:
 
 def test_search_space_file_is_validated(tmp_path: Path) -> None:
     dims = load_space("search_spaces/gate_loss.yaml")
-    assert {d.name for d in dims} == {"gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps"}
+    assert {d.name for d in dims} == {"gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad"}
+    by_name = {d.name: d for d in dims}
+    # The region that keeps the detector's accuracy is inside the space: small lambda, detached gates.
+    assert by_name["gate_lambda"].low <= 0.0125 and by_name["gate_trunk_grad"].low == 0.0
     bad = tmp_path / "space.yaml"
     bad.write_text("gate_lambda: {type: float, low: 1.0, high: 0.5}\n")
     with pytest.raises(SearchSpaceError, match="gate_lambda: low"):
@@ -78,7 +82,7 @@ def test_inner_search_front_latency_and_hypervolume(exit_tables) -> None:
     assert len(result.candidates) >= 11 * 11 * len(exit_tables)
     for c in result.front[:5]:
         levels = exit_tables[c.imgsz].exit_levels(c.t1, c.t2)
-        assert c.latency_ms == pytest.approx(expected_latency(levels, latency[c.imgsz])[0])
+        assert c.latency_ms == pytest.approx(expected_latency(levels, latency[c.imgsz], gates_computed(c.t1, c.t2))[0])
         assert c.ap50 == pytest.approx(exit_tables[c.imgsz].evaluate(c.t1, c.t2).ap50)
     lat = [c.latency_ms for c in result.front]
     ap = [c.ap50 for c in result.front]

@@ -54,7 +54,18 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
         prof = load_profile(device_dir / b["file"])
         assert prof.checkpoint_path().is_file()
         assert prof.doc["budget_ms"] == b["budget_ms"]
+        assert prof.doc["configuration"]["kind"] in ("static", "dynamic") and "comparison" in prof.doc
     assert (device_dir / "pareto_front.png").stat().st_size > 1000
+    # Static YOLOv5 is on the same front: the base (a plain detector, its gates on detached features) run with
+    # one, two and three heads at every deployment size, no gate computed.
+    base_doc = json.loads((out / "reference" / "base" / "result.json").read_text())
+    assert {(p["imgsz"], p["heads"]) for p in base_doc["static"]} == {
+        (s, h) for s in (96, 128) for h in ("P3 head", "P3+P4 heads", "all heads")}
+    assert {(p["imgsz"], p["heads"]) for p in index["static_points"] if p["trial_id"] == "base"} == {
+        (p["imgsz"], p["heads"]) for p in base_doc["static"]}
+    assert not (out / "static").exists()  # the base is the plain detector: no second training
+    roles_in_index = {m["role"] for m in index["models"]}
+    assert roles_in_index == {"base", "trial"} and sum(m["paper_point"] for m in index["models"]) == 1
 
     from mlflow.tracking import MlflowClient
 
@@ -63,6 +74,7 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
     runs = client.search_runs([exp.experiment_id])
     roles = [r.data.tags.get("search_role") for r in runs]
     assert roles.count("trial") == 2 and roles.count("base") == 1 and roles.count("parent") == 1
+    assert roles.count("static") == 6  # 2 sizes x (P3, P3+P4, all heads) of the static YOLOv5
     parent = next(r for r in runs if r.data.tags.get("search_role") == "parent")
     profiles = client.search_runs([exp.experiment_id], filter_string="tags.pareto = 'true'")
     assert sorted(float(r.data.tags["budget_ms"]) for r in profiles) == [3.0, 60.0]
@@ -78,6 +90,8 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
     assert sorted(p.parent.name for p in (out / "trials").glob("*/result.json")) == trials
     profiles = client.search_runs([exp.experiment_id], filter_string="tags.pareto = 'true'")
     assert len(profiles) == 2  # the profile runs were replaced, not duplicated
+    static_runs = client.search_runs([exp.experiment_id], filter_string="tags.search_role = 'static'")
+    assert len(static_runs) == 6
 
 
 def _free_port() -> int:

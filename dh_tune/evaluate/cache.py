@@ -19,10 +19,10 @@ from ..data import DetectionDataset, ImageRecord, collate
 from ..data.gate_labels import gate_targets
 from ..model import VAL_NMS, DHNet, NMSConfig, postprocess
 from ..model.summary import EXIT_PARTS, part_costs
-from .exit_table import ExitDetections, ExitTable
+from .exit_table import ExitDetections, ExitTable, ExitTableError
 from .matching import match_image
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: tables built with the inference-folded (Conv+BN fused) model
 
 
 def dataset_hash(records: Sequence[ImageRecord]) -> str:
@@ -35,10 +35,12 @@ def dataset_hash(records: Sequence[ImageRecord]) -> str:
     return h.hexdigest()
 
 
-def exit_macs(model: DHNet, imgsz: int) -> np.ndarray:
-    """MACs of an image leaving after head 1, 2, 3 (the parts that run: stages and gates)."""
+def exit_macs(model: DHNet, imgsz: int) -> tuple[np.ndarray, np.ndarray]:
+    """MACs of the stages an image leaving after head 1, 2, 3 runs, and of gate 1 and gate 2."""
     parts = part_costs(model, imgsz)
-    return np.array([sum(parts[p].gmacs for p in EXIT_PARTS[k]) * 1e9 for k in (1, 2, 3)])
+    stages = np.array([sum(parts[p].gmacs for p in EXIT_PARTS[k] if p.startswith("stage")) * 1e9 for k in (1, 2, 3)])
+    gates = np.array([parts[g].gmacs * 1e9 if g in parts else 0.0 for g in ("gate1", "gate2")])
+    return stages, gates
 
 
 def _boxes_xyxy(rows: torch.Tensor) -> np.ndarray:
@@ -50,9 +52,12 @@ def _boxes_xyxy(rows: torch.Tensor) -> np.ndarray:
 def build_exit_table(model: DHNet, records: Sequence[ImageRecord], imgsz: int, *, eps: float,
                      nms: NMSConfig = VAL_NMS, batch_size: int = 16, device: torch.device | None = None,
                      metadata: dict | None = None, progress: bool = True) -> ExitTable:
-    """Run all heads once over the records and tabulate every exit's detections and match flags."""
+    """Run all heads once over the records and tabulate every exit's detections and match flags.
+
+    The model runs inference-folded (Conv+BN fused), as every deployment path runs it.
+    """
     device = device or torch.device("cpu")
-    model = model.to(device).eval()
+    model = model.to(device).eval().fused()
     loader = DataLoader(DetectionDataset(records, imgsz, augment=False), batch_size=batch_size, collate_fn=collate)
     anchors = model.anchors_px.detach().cpu()
     nc = model.nc
@@ -81,12 +86,14 @@ def build_exit_table(model: DHNet, records: Sequence[ImageRecord], imgsz: int, *
             return ExitDetections(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros((0, 10), bool))
         return ExitDetections(*(np.concatenate([it[j] for it in items]) for j in range(4)))
 
+    stage_macs, gate_macs = exit_macs(model, imgsz)
     return ExitTable(
         gate_scores=np.concatenate(scores).astype(np.float32) if scores else np.zeros((0, 2), np.float32),
         gate_labels=np.concatenate(labels) if labels else np.zeros((0, 2), bool),
         gt_counts=np.stack(gt_counts) if gt_counts else np.zeros((0, nc), np.int64),
         levels=tuple(flat(items) for items in per_level),  # type: ignore[arg-type]
-        macs_per_exit=exit_macs(model, imgsz),
+        macs_per_exit=stage_macs,
+        gate_macs=gate_macs,
         metadata=metadata or {},
     )
 
@@ -105,7 +112,10 @@ def cached_exit_table(model: DHNet, checkpoint_sha256: str, records: Sequence[Im
     key = cache_key(checkpoint_sha256, records, imgsz, eps, nms)
     path = Path(cache_dir) / f"exit-{checkpoint_sha256[:12]}-{key['dataset_hash'][:12]}-{imgsz}.npz"
     if path.is_file():
-        table = ExitTable.load(path, expect=key)
+        try:
+            table = ExitTable.load(path, expect=key)
+        except ExitTableError:  # an older format or a damaged file: built again below
+            table = None
         if table is not None:
             return table
     table = build_exit_table(model, records, imgsz, eps=eps, nms=nms, device=device, metadata=key, progress=progress)

@@ -19,8 +19,9 @@ import numpy as np
 
 from dh_tune.evaluate.ap import class_ap_from_tp, summarize
 from dh_tune.evaluate.matching import IOU_THRESHOLDS
+from dh_tune.gating import gates_computed, passes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 N_EXITS = 3
 
 
@@ -122,7 +123,8 @@ class ExitTable:
     gate_labels: np.ndarray  # (N, 2) bool: phi^2, phi^3
     gt_counts: np.ndarray  # (N, C) int
     levels: tuple[ExitDetections, ExitDetections, ExitDetections]
-    macs_per_exit: np.ndarray  # (3,) MACs of an image leaving after head 1, 2, 3
+    macs_per_exit: np.ndarray  # (3,) MACs of the stages an image leaving after head 1, 2, 3 runs
+    gate_macs: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (2,) MACs of gate 1 and gate 2
     metadata: dict[str, Any] = field(default_factory=dict)
     _index: _ProfileIndex | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -131,6 +133,7 @@ class ExitTable:
         self.gate_labels = np.asarray(self.gate_labels, dtype=bool)
         self.gt_counts = np.asarray(self.gt_counts, dtype=np.int32)
         self.macs_per_exit = np.asarray(self.macs_per_exit, dtype=np.float64).reshape(-1)
+        self.gate_macs = np.asarray(self.gate_macs, dtype=np.float64).reshape(-1)
         self.levels = tuple(self.levels)  # type: ignore[assignment]
         n = len(self.gate_scores)
         if self.gate_scores.shape != (n, 2) or self.gate_labels.shape != (n, 2):
@@ -138,8 +141,8 @@ class ExitTable:
                              f"{self.gate_scores.shape} and {self.gate_labels.shape}")
         if self.gt_counts.ndim != 2 or len(self.gt_counts) != n or (self.gt_counts < 0).any():
             raise ValueError(f"gt_counts must be (N={n}, C) non-negative, got {self.gt_counts.shape}")
-        if len(self.levels) != N_EXITS or self.macs_per_exit.shape != (N_EXITS,):
-            raise ValueError("need detections and MACs for exactly 3 exit levels")
+        if len(self.levels) != N_EXITS or self.macs_per_exit.shape != (N_EXITS,) or self.gate_macs.shape != (2,):
+            raise ValueError("need detections and MACs for exactly 3 exit levels and 2 gates")
         if not np.isfinite(self.gate_scores).all():
             raise ValueError("gate_scores contain NaN or infinite values")
         n_cls = self.gt_counts.shape[1]
@@ -162,13 +165,22 @@ class ExitTable:
     def exit_levels(self, t1: float, t2: float) -> np.ndarray:
         """Exit level (N,) int8 of every image: 1 if gate 1 < t1, else 2 if gate 2 < t2, else 3.
 
-        Scores are compared exactly (float32 widened to float64) against the thresholds.
+        Scores are compared exactly (float32 widened to float64) against the thresholds; a threshold
+        <= 0 lets every image through and one >= 1 stops every image, as the model does.
         """
-        s = self.gate_scores.astype(np.float64)
         level = np.full(self.num_images, 3, dtype=np.int8)
-        level[s[:, 1] < t2] = 2
-        level[s[:, 0] < t1] = 1
+        level[~passes(self.gate_scores[:, 1], t2)] = 2
+        level[~passes(self.gate_scores[:, 0], t1)] = 1
         return level
+
+    def mean_macs(self, t1: float, t2: float) -> float:
+        """Mean MACs per image of the profile: the stages each image runs plus the gates computed."""
+        if not self.num_images:
+            return float("nan")
+        levels = self.exit_levels(t1, t2)
+        g1, g2 = gates_computed(t1, t2)
+        per_image = self.macs_per_exit[levels - 1] + g1 * self.gate_macs[0] + (levels >= 2) * g2 * self.gate_macs[1]
+        return float(per_image.mean())
 
     def _profile_index(self) -> _ProfileIndex:
         """Build (once) the COCO-ordered concatenation of all levels that profiles mask."""
@@ -231,7 +243,7 @@ class ExitTable:
         """
         levels = self.exit_levels(t1, t2)
         summary = summarize(self.class_ap(levels), self._profile_index().gt_total, per_class=per_class)
-        predicted = self.gate_scores.astype(np.float64) >= np.array([t1, t2])
+        predicted = np.stack([passes(self.gate_scores[:, 0], t1), passes(self.gate_scores[:, 1], t2)], axis=1)
         correct = predicted == self.gate_labels
         positives = self.gate_labels.sum(axis=0)
         caught = (predicted & self.gate_labels).sum(axis=0)
@@ -246,7 +258,7 @@ class ExitTable:
             gate_accuracy=(float(correct[:, 0].mean()), float(correct[:, 1].mean())) if self.num_images
             else (float("nan"), float("nan")),
             gate_recall=recall,  # type: ignore[arg-type]
-            mean_macs=float(self.macs_per_exit[levels - 1].mean()) if self.num_images else float("nan"),
+            mean_macs=self.mean_macs(t1, t2),
             per_class=summary.get("per_class"),
         )
 
@@ -263,6 +275,7 @@ class ExitTable:
             "gate_labels": self.gate_labels,
             "gt_counts": self.gt_counts,
             "macs_per_exit": self.macs_per_exit,
+            "gate_macs": self.gate_macs,
         }
         for k, det in enumerate(self.levels, start=1):
             for name in ("image", "score", "cls", "matches"):
@@ -318,6 +331,7 @@ class ExitTable:
                 gt_counts=data["gt_counts"],
                 levels=levels,  # type: ignore[arg-type]
                 macs_per_exit=data["macs_per_exit"],
+                gate_macs=data["gate_macs"],
                 metadata=metadata,
             )
         except KeyError as exc:

@@ -28,7 +28,11 @@ EXIT_PARTS: tuple[tuple[str, ...], ...] = (
     ("preprocess", "stage1", "gate1", "stage2", "gate2", "nms"),
     ("preprocess", "stage1", "gate1", "stage2", "gate2", "stage3", "nms"),
 )
-"""Parts an image runs when it leaves after head 1, 2 or 3 (gate k decides whether head k+1 runs)."""
+"""Parts an image runs when it leaves after head 1, 2 or 3 (gate k decides whether head k+1 runs).
+
+A gate whose threshold decides alone (see `dh_tune.gating`) is not computed and not charged."""
+
+GATE_PARTS = ("gate1", "gate2")
 
 STATISTICS = ("median", "p90")
 
@@ -272,10 +276,11 @@ class LatencyTable:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    def exit_cost_ms(self, statistic: str = "median") -> np.ndarray:
+    def exit_cost_ms(self, statistic: str = "median", gates: tuple[bool, bool] = (True, True)) -> np.ndarray:
         """Cost (3,) in ms of an image leaving after head 1, 2 and 3, from one statistic per part.
 
         Head 1: preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3.
+        `gates` says which gates are computed: a gate left out (its threshold decides alone) costs nothing.
         """
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
@@ -283,15 +288,18 @@ class LatencyTable:
         if missing:
             raise LatencyTableError(f"latency table of {self.device_name} lacks parts {missing}")
         attr = f"{statistic}_ms"
-        return np.array([sum(getattr(self.parts[p], attr) for p in parts) for parts in EXIT_PARTS])
+        skipped = {g for g, on in zip(GATE_PARTS, gates) if not on}
+        return np.array([sum(getattr(self.parts[p], attr) for p in parts if p not in skipped) for parts in EXIT_PARTS])
 
 
-def expected_latency(exit_levels: np.ndarray, table: LatencyTable) -> tuple[float, float]:
+def expected_latency(exit_levels: np.ndarray, table: LatencyTable,
+                     gates: tuple[bool, bool]) -> tuple[float, float]:
     """Expected (mean_ms, p90_ms) per image of a profile, from each image's exit level (1..3).
 
-    mean_ms: mean over images of the summed median part times of the parts the image runs.
-    p90_ms: 90th percentile over images (the smallest cost at or below which >= 90% of images fall)
-    of the summed p90 part times, a conservative estimate of the profile's tail latency.
+    `gates` tells which gates the profile computes (`dh_tune.gating.gates_computed(t1, t2)`); a static
+    configuration computes none. mean_ms: mean over images of the summed median part times of the
+    parts the image runs. p90_ms: 90th percentile over images (the smallest cost at or below which
+    >= 90% of images fall) of the summed p90 part times, a conservative estimate of the tail latency.
     """
     levels = np.asarray(exit_levels).reshape(-1)
     if len(levels) == 0:
@@ -299,6 +307,6 @@ def expected_latency(exit_levels: np.ndarray, table: LatencyTable) -> tuple[floa
     if not np.isin(levels, (1, 2, 3)).all():
         raise ValueError("exit levels must be 1, 2 or 3")
     index = levels.astype(np.int64) - 1
-    mean_ms = float(table.exit_cost_ms("median")[index].mean())
-    p90_ms = float(np.quantile(table.exit_cost_ms("p90")[index], 0.9, method="inverted_cdf"))
+    mean_ms = float(table.exit_cost_ms("median", gates)[index].mean())
+    p90_ms = float(np.quantile(table.exit_cost_ms("p90", gates)[index], 0.9, method="inverted_cdf"))
     return mean_ms, p90_ms

@@ -23,7 +23,25 @@ class Conv(nn.Module):
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        x = self.conv(x)
+        return self.act(x if self.bn is None else self.bn(x))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold the BatchNorm into the convolution for inference (as YOLOv5's `fuse_conv_and_bn`).
+
+        y = gamma * (Wx - mean) / sqrt(var + eps) + beta becomes one convolution with a bias.
+        """
+        if self.bn is None:
+            return
+        conv, bn = self.conv, self.bn
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        self.conv, self.bn = fused, None
 
 
 class Bottleneck(nn.Module):

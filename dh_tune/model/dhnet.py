@@ -6,6 +6,7 @@ Layer indices in `self.model` are YOLOv5's, so YOLOv5 state dicts load by name.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -13,10 +14,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..gating import gate_rule
 from .blocks import C3, SPPF, Concat, Conv
 from .config import DEFAULT_ANCHORS_PX, STRIDES, Scale, resolve_scale
 from .detect import Detect
-from .gate import Gate
+from .gate import Gate, scale_gradient
 
 
 def build_yolov5_layers(scale: Scale, nc: int, anchors_px: Sequence) -> nn.ModuleList:
@@ -105,6 +107,27 @@ class DHNet(nn.Module):
         _init_batchnorm(self)
 
     @property
+    def is_fused(self) -> bool:
+        """True once `fuse` has folded every BatchNorm into its convolution (inference only)."""
+        return not any(isinstance(m, nn.BatchNorm2d) for m in self.modules())
+
+    def fuse(self) -> "DHNet":
+        """Fold Conv+BatchNorm in place for inference, the way YOLOv5 does; returns self in eval mode.
+
+        Outputs equal the unfused model's within float rounding; the fused model cannot be trained
+        or saved as a checkpoint (its state dict has no BatchNorm entries).
+        """
+        self.eval()
+        for m in self.modules():
+            if isinstance(m, Conv):
+                m.fuse()
+        return self
+
+    def fused(self) -> "DHNet":
+        """A fused copy for inference; this model is left as it is."""
+        return self if self.is_fused else copy.deepcopy(self).fuse()
+
+    @property
     def detect(self) -> Detect:
         return self.model[24]
 
@@ -152,19 +175,25 @@ class DHNet(nn.Module):
         p4, p4_map = self.stage2(s1.p3, s1.lateral14)
         return [s1.p3_map, p4_map, self.stage3(p4, s1.lateral10)]
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Training forward (paper 2.1): all three maps and both gate logits (B, 2), always."""
+    def forward(self, x: torch.Tensor, gate_trunk_grad: float = 1.0) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Training forward (paper 2.1): all three maps and both gate logits (B, 2), always.
+
+        `gate_trunk_grad` is the share of the gates' gradient that reaches the trunk: 1 trains end to
+        end as the paper does; 0 trains the gates on the detector's features without changing them.
+        """
         s1 = self.stage1(x)
         p4, p4_map = self.stage2(s1.p3, s1.lateral14)
         p5_map = self.stage3(p4, s1.lateral10)
-        logits = torch.stack([self.gate_logit(0, s1.p3), self.gate_logit(1, p4)], 1)
+        gate_in = (scale_gradient(s1.p3, gate_trunk_grad), scale_gradient(p4, gate_trunk_grad))
+        logits = torch.stack([self.gate_logit(0, gate_in[0]), self.gate_logit(1, gate_in[1])], 1)
         return [s1.p3_map, p4_map, p5_map], logits
 
     @torch.no_grad()
     def forward_dynamic(self, x: torch.Tensor, thresholds: tuple[float, float] = (0.5, 0.5)) -> DynamicOutput:
         """Early-exit inference (Eq. 1-2): an image whose gate score is below its threshold stops.
 
-        Images that exit are dropped from the later stages, so no compute is spent on them.
+        Images that exit are dropped from the later stages, so no compute is spent on them. A gate
+        whose threshold decides alone (<= 0: all continue, >= 1: all stop) is not computed.
         """
         b = x.shape[0]
         rows1 = torch.arange(b, device=x.device)
@@ -173,25 +202,37 @@ class DHNet(nn.Module):
 
         s1 = self.stage1(x)
         maps, rows = [s1.p3_map], [rows1]
-        scores[:, 0] = torch.sigmoid(self.gate_logit(0, s1.p3))
-        go2 = scores[:, 0] >= thresholds[0]
-        if go2.any():
-            rows2 = rows1[go2]
+        go2 = self._gate(0, s1.p3, thresholds[0], scores, rows1)
+        if go2 is None or go2.any():
+            rows2 = rows1 if go2 is None else rows1[go2]
             p3, lat14, lat10 = _take(go2, s1.p3, s1.lateral14, s1.lateral10)
             p4, p4_map = self.stage2(p3, lat14)
             maps.append(p4_map)
             rows.append(rows2)
             exit_level[rows2] = 2
-            g2 = torch.sigmoid(self.gate_logit(1, p4))
-            scores[rows2, 1] = g2
-            go3 = g2 >= thresholds[1]
-            if go3.any():
-                rows3 = rows2[go3]
+            go3 = self._gate(1, p4, thresholds[1], scores, rows2)
+            if go3 is None or go3.any():
+                rows3 = rows2 if go3 is None else rows2[go3]
                 p4, lat10 = _take(go3, p4, lat10)
                 maps.append(self.stage3(p4, lat10))
                 rows.append(rows3)
                 exit_level[rows3] = 3
         return DynamicOutput(maps, rows, exit_level, scores)
+
+    def _gate(self, index: int, features: torch.Tensor, threshold: float, scores: torch.Tensor,
+              rows: torch.Tensor) -> torch.Tensor | None:
+        """Which of `rows` continue past gate `index`: None for all, a boolean mask otherwise.
+
+        The gate runs (and its scores are recorded) only when the threshold leaves it a decision.
+        """
+        rule = gate_rule(threshold)
+        if rule == "continue":
+            return None
+        if rule == "stop":
+            return torch.zeros(len(rows), dtype=torch.bool, device=features.device)
+        score = torch.sigmoid(self.gate_logit(index, features))
+        scores[rows, index] = score
+        return score >= threshold
 
     def load_yolov5(self, state_dict_or_path):
         """Load YOLOv5-named weights by name and shape; returns a report of what was loaded and skipped."""
@@ -200,9 +241,9 @@ class DHNet(nn.Module):
         return load_yolov5_weights(self, state_dict_or_path)
 
 
-def _take(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Rows of each tensor where keep is True; untouched tensors when every row is kept."""
-    if bool(keep.all()):
+def _take(keep: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Rows of each tensor where keep is True; untouched tensors when every row is kept (or keep is None)."""
+    if keep is None or bool(keep.all()):
         return tensors
     return tuple(t[keep] for t in tensors)
 

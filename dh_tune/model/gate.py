@@ -11,6 +11,32 @@ from torch import nn
 from .blocks import Conv
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward pass multiplies the gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """`x` unchanged, but only `scale` of the gradient flows back through it (0: detached, 1: unchanged).
+
+    The gate reads the trunk's features through this, so the share of the gate loss that reaches
+    the shared backbone and neck is a training setting rather than a side effect of lambda.
+    """
+    if scale == 1.0:
+        return x
+    if scale == 0.0:
+        return x.detach()
+    return _ScaleGradient.apply(x, float(scale))
+
+
 class Gate(nn.Module):
     """Gate over a feature map with c channels: c -> c/2 -> c/2 (stride 2) -> pool -> c/4 -> 1."""
 

@@ -33,7 +33,7 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
     version = slug(torch.__version__)
     out: dict[int, LatencyTable] = {}
     for s in sizes:
-        path = Path(cache_dir) / f"{name}-torch-{version}-{arch_key(model)}-{s}.json"
+        path = Path(cache_dir) / f"{name}-torch-{version}-{arch_key(model)}-fused-{s}.json"
         if path.is_file() and not remeasure:
             out[s] = LatencyTable.load(path)
             if progress:

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from ..data.cache import dh_tune_home
 from ..latency import LatencyTable
@@ -21,8 +20,7 @@ from ..tracking import resolve_tracking_uri, start_run, SafeLogger
 from ..train.checkpoint import load_checkpoint, load_model
 from ..train.data_setup import resolve_dataset
 from .deploy import local_latency_tables, tables_from_files
-from .outer import TrialSetup, evaluate_trained, finished_trials, run_outer, summarize_point, write_result
-from .pareto import select_for_budget
+from .outer import TrialSetup, finished_trials, run_outer
 from .space import load_space
 
 STATE_FILE = "search.json"
@@ -90,29 +88,83 @@ def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int]) -> dict[
     return local_latency_tables(model, sizes, dh_tune_home() / "devices", remeasure=req.remeasure)
 
 
-def _base_training(req: SearchRequest, dataset: str, tracking: dict | None) -> Path:
-    """Train (or finish training) the shared base model of a warm-started search."""
+def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str, tracking: dict | None) -> Path:
+    """Train (or finish training) one model the search shares: the base, or the static reference."""
     from ..train.run import run_training
 
-    run_dir = req.out / "base"
+    run_dir = req.out / name
     last = run_dir / "weights" / "last.pt"
-    p = req.pipeline
+    epochs = pipeline.train.epochs
     if last.is_file():
         ckpt = load_checkpoint(last)
-        if int(ckpt["epoch"]) + 1 >= p.train.epochs:
-            _log(f"base model already trained: {run_dir}")
+        if int(ckpt["epoch"]) + 1 >= epochs:
+            _log(f"{name} model already trained: {run_dir}")
             return run_dir / "weights" / "best.pt"
-        _log(f"resuming the base training at epoch {int(ckpt['epoch']) + 2}/{p.train.epochs}")
+        _log(f"resuming the {name} training at epoch {int(ckpt['epoch']) + 2}/{epochs}")
         resume = run_dir
     else:
-        _log(f"training the base model ({p.train.epochs} epochs) into {run_dir}")
+        _log(f"training the {name} model ({epochs} epochs) into {run_dir}")
         resume = None
     t = tracking or {}
-    outcome = run_training(p, run_dir=run_dir, resume=resume, dataset=dataset, tracking_uri=t.get("uri"),
+    outcome = run_training(pipeline, run_dir=run_dir, resume=resume, dataset=dataset, tracking_uri=t.get("uri"),
                            ray_address=req.ray_address, parent_run_id=t.get("parent_run_id"),
                            experiment=t.get("experiment"), track=bool(tracking),
-                           extra_tags={"search_role": "base"}, run_name="base")
+                           extra_tags={"search_role": name}, run_name=name)
     return outcome.best
+
+
+def _plain_detector(loss) -> bool:
+    """True when the gate loss cannot have changed the detector (no weight, or gates on detached features)."""
+    return loss.gate_lambda == 0.0 or loss.gate_trunk_grad == 0.0
+
+
+def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, latency: dict[int, LatencyTable],
+               static_only: bool = False) -> dict:
+    """Result document of a model the search did not sample (base, static reference, --checkpoint), kept under
+    OUT/reference/<role> and read back on a re-run while its checkpoint is unchanged."""
+    from ..train.checkpoint import file_sha256
+    from .outer import evaluate_trained, loss_params, result_fields, write_result
+
+    folder = req.out / "reference" / role
+    folder.mkdir(parents=True, exist_ok=True)
+    sha = file_sha256(checkpoint)
+    previous = folder / "result.json"
+    if previous.is_file():
+        try:
+            doc = json.loads(previous.read_text())
+            if doc.get("checkpoint_sha256") == sha and doc.get("status") == "finished":
+                return doc
+        except json.JSONDecodeError:
+            pass
+    p = req.pipeline
+    ckpt = load_checkpoint(checkpoint)
+    loss = ckpt["config"]["train"]["loss"]
+    what = "static networks" if static_only else "thresholds"
+    _log(f"scoring the {what} of the {role} model at sizes {sorted(latency)}")
+    result = evaluate_trained(checkpoint, p, dataset, latency, folder / "cache", float(loss["eps"]),
+                              static_only=static_only)
+    doc = {"trial_id": role, "role": role, "status": "finished", "checkpoint": str(checkpoint),
+           "checkpoint_sha256": sha, "params": loss_params(loss), "loss": loss_params(loss),
+           "train_metrics": ckpt["metrics"], "cache_dir": str(folder / "cache"),
+           **result_fields(result, p.search.metric, req.budgets[0])}
+    write_result(folder, doc)
+    return doc
+
+
+def _reference_docs(req: SearchRequest, dataset: str, latency: dict[int, LatencyTable], base: Path | None,
+                    tracking: dict | None) -> list[dict]:
+    """The base model's profiles and the static YOLOv5 the dynamic profiles are compared with.
+
+    The static YOLOv5 is the base itself when the gate loss cannot have changed its detector; otherwise
+    the same schedule is trained once more with gate weight 0.
+    """
+    p = req.pipeline
+    docs = [_evaluated(req, "base", base, dataset, latency)] if base is not None else []
+    if base is None or not _plain_detector(p.train.loss):
+        plain = p.with_overrides(train={"loss": {"gate_lambda": 0.0}})
+        static = _train_once(req, plain, "static", dataset, tracking)
+        docs.append(_evaluated(req, "static", static, dataset, latency, static_only=True))
+    return docs
 
 
 def run_search(req: SearchRequest) -> SearchOutcome:
@@ -148,26 +200,15 @@ def run_search(req: SearchRequest) -> SearchOutcome:
         model, ckpt = load_model(req.checkpoint)
         dataset = resolve_dataset(p, ckpt.get("dataset") if Path(str(ckpt.get("dataset"))).exists() else None)
         latency = _latency_tables(req, model, sizes)
-        eps = float(ckpt["config"]["train"]["loss"]["eps"])
-        trial_dir = out / "trials" / "checkpoint"
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        _log(f"searching thresholds for {req.checkpoint} at sizes {sorted(latency)}")
-        result = evaluate_trained(req.checkpoint, p, dataset, latency, out / "cache", eps)
-        loss = ckpt["config"]["train"]["loss"]
-        doc = {"trial_id": "checkpoint", "status": "finished", "checkpoint": str(req.checkpoint),
-               "params": {"gate_lambda": loss["gate_lambda"], "lambda_pos_1": loss["lambda_pos"][0],
-                          "lambda_pos_2": loss["lambda_pos"][1], "eps": loss["eps"]},
-               "front": [c.to_dict() for c in result.front], "hv_ratio": result.hv_ratio,
-               "point": summarize_point(result, p.search.metric, req.budgets[0]), "train_metrics": ckpt["metrics"]}
-        write_result(trial_dir, doc)
-        docs = [doc]
+        docs = [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)]
     else:
         dataset = resolve_dataset(p)
         # Time the architecture before Ray starts: its background processes would inflate the numbers.
         latency = _latency_tables(req, DHNet(p.model.scale, nc=_num_classes(dataset, p)), sizes)
+        dims = load_space(p.search.search_space)  # a bad search space fails before any training
         init_ray(req.ray_address)
-        base = _base_training(req, dataset, tracking) if p.search.warm_start else None
-        dims = load_space(p.search.search_space)
+        base = _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
+        references = _reference_docs(req, dataset, latency, base, tracking)
         total = req.trials or p.search.trials
         docs = finished_trials(out)
         remaining = total - len(docs)
@@ -184,7 +225,7 @@ def run_search(req: SearchRequest) -> SearchOutcome:
                       callbacks=[make_callback(out, req.budgets, p.search.metric, total, len(docs))])
         else:
             _log(f"all {total} trials already finished")
-        docs = finished_trials(out)
+        docs = references + finished_trials(out)
 
     from .report import finish
 

@@ -28,7 +28,7 @@ def budget_name(budget_ms: float) -> str:
 
 
 def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: str, candidate: dict, trial: dict,
-                   metric: str, table: LatencyTable) -> Exported:
+                   metric: str, table: LatencyTable, comparison: dict | None = None) -> Exported:
     """Write one profile (and copy its checkpoint beside it once, named by content)."""
     device_dir = out_dir / "profiles" / slug(table.device_name)
     ckpt = Path(trial["checkpoint"])
@@ -45,7 +45,7 @@ def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: s
         candidate=candidate, metric=metric, hyperparameters=trial.get("params", {}),
         checkpoint_rel=rel.as_posix(), checkpoint_sha256=sha,
         model={"scale": args["scale"], "nc": args["nc"], "names": meta.get("names", [])},
-        note=None if feasible else reason, extra_training={"trial_id": trial["trial_id"]})
+        note=reason, extra_training={"trial_id": trial["trial_id"]}, comparison=comparison)
     path = save_profile(doc, device_dir / budget_name(budget_ms))
     return Exported(budget_ms, path, doc, reason)
 
@@ -58,6 +58,7 @@ def write_index(out_dir: Path, device_name: str, exported: list[Exported], front
         "device": device_name, "metric": metric, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "budgets": [{"budget_ms": e.budget_ms, "file": e.path.name, "feasible": e.doc["feasible"],
                      "imgsz": e.doc["imgsz"], "thresholds": e.doc["thresholds"],
+                     "configuration": e.doc["configuration"], "comparison": e.doc.get("comparison"),
                      "ap50": e.doc["expected"]["ap50"], "ap50_95": e.doc["expected"]["ap50_95"],
                      "latency_mean_ms": e.doc["expected"]["latency_mean_ms"], "reason": e.reason} for e in exported],
         "front": front, **(extra or {}),

@@ -1,7 +1,8 @@
 """Inner search: per-gate thresholds (and deployment image size) against the exit-level cache.
 
 Each profile costs a millisecond or two (ExitTable.evaluate plus the device's latency table), so
-Optuna runs in-process; an exact sweep over a threshold grid is the reference front.
+Optuna runs in-process; an exact sweep over a threshold grid is the reference front. The static
+networks (one, two or all heads, no gate computed) are scored at every size beside them.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
+from ..gating import STATIC_NAMES, STATIC_THRESHOLDS, gates_computed, static_exit
 from ..latency import LatencyTable, expected_latency
 from .pareto import hypervolume, pareto_front
 
@@ -36,8 +38,15 @@ class Candidate:
         """The AP the search optimises: 'ap50' or 'ap50_95'."""
         return self.ap50 if metric == "ap50" else self.ap50_95
 
+    @property
+    def static_exit(self) -> int | None:
+        """1, 2 or 3 when no gate decides anything (a static network with that many heads), else None."""
+        return static_exit(self.t1, self.t2)
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Plain JSON form; `static_exit` and `heads` tell a static network from a gated profile."""
+        level = self.static_exit
+        return {**asdict(self), "static_exit": level, "heads": STATIC_NAMES[level] if level else "gated"}
 
 
 class DeploymentSpace:
@@ -56,12 +65,17 @@ class DeploymentSpace:
         if key not in self._memo:
             table = self.tables[imgsz]
             m = table.evaluate(t1, t2)
-            mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz])
+            mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz], gates_computed(t1, t2))
             self._memo[key] = Candidate(
                 imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), mean_ms, p90_ms,
                 tuple(float(s) for s in m.exit_shares), tuple(float(v) for v in m.gate_accuracy),
                 tuple(float(v) for v in m.gate_recall), m.mean_macs / 1e9, source)
         return self._memo[key]
+
+
+def static_sweep(space: DeploymentSpace) -> list[Candidate]:
+    """The trained network run statically at every size: P3 head only, P3+P4, all heads (no gate)."""
+    return [space.evaluate(s, *STATIC_THRESHOLDS[level], "static") for s in space.sizes for level in (1, 2, 3)]
 
 
 def _num(v: float) -> float:
@@ -115,6 +129,7 @@ class InnerResult:
     hv_ratio: float
     grid_front: list[Candidate] = field(default_factory=list)
     optuna_front: list[Candidate] = field(default_factory=list)
+    static: list[Candidate] = field(default_factory=list)
 
 
 def front_of(candidates: list[Candidate], metric: str) -> list[Candidate]:
@@ -134,12 +149,13 @@ def front_hypervolume(front: list[Candidate], metric: str, ref_latency: float) -
 
 def inner_search(space: DeploymentSpace, *, metric: str, grid_steps: int, n_trials: int, sampler: str = "tpe",
                  seed: int = 0) -> InnerResult:
-    """Sweep the grid, run Optuna, and return the combined front with the hypervolume ratio."""
+    """Score the static networks, sweep the grid, run Optuna; the combined front and the hypervolume ratio."""
+    static = static_sweep(space)
     grid = grid_sweep(space, grid_steps)
     found = optuna_search(space, n_trials, metric=metric, sampler=sampler, seed=seed)
-    everything = grid + found
+    everything = static + grid + found
     ref = max(c.latency_ms for c in everything) * 1.05
     grid_front, optuna_front = front_of(grid, metric), front_of(found, metric)
     hv_grid = front_hypervolume(grid_front, metric, ref)
     ratio = front_hypervolume(optuna_front, metric, ref) / hv_grid if hv_grid > 0 else float("nan")
-    return InnerResult(everything, front_of(everything, metric), ratio, grid_front, optuna_front)
+    return InnerResult(everything, front_of(everything, metric), ratio, grid_front, optuna_front, static)

@@ -22,7 +22,8 @@ from .inner import front_of, inner_search
 from .pareto import select_for_budget
 from .space import Dimension, loss_overrides
 
-PAPER_POINT = {"gate_lambda": 0.2, "lambda_pos_1": 0.28, "lambda_pos_2": 2.0, "eps": 4.0}
+# The paper's setting (section 3.3): trained end to end, the gate gradient flowing into the trunk.
+PAPER_POINT = {"gate_lambda": 0.2, "lambda_pos_1": 0.28, "lambda_pos_2": 2.0, "eps": 4.0, "gate_trunk_grad": 1.0}
 RESULT_FILE = "result.json"
 TRIAL_CPU = 0.01
 
@@ -46,9 +47,13 @@ def trial_params(config: dict[str, Any], dims: list[Dimension]) -> dict[str, flo
 
 
 def evaluate_trained(checkpoint: Path, pipeline: Pipeline, dataset: str, latency: dict[int, LatencyTable],
-                     cache_dir: Path, eps: float, progress: bool = True):
-    """Exit tables + inner search for one trained checkpoint (shared by trials and --checkpoint)."""
+                     cache_dir: Path, eps: float, progress: bool = True, static_only: bool = False):
+    """Exit tables + inner search for one trained checkpoint (trials, the base, --checkpoint).
+
+    `static_only` scores just the static networks (a model trained without gate supervision).
+    """
     from .deploy import deployment_space
+    from .inner import InnerResult, static_sweep
 
     ds = load_dataset(dataset, fmt=pipeline.data.format)
     val = ds.splits[pipeline.data.val_split]
@@ -57,8 +62,25 @@ def evaluate_trained(checkpoint: Path, pipeline: Pipeline, dataset: str, latency
     sizes = pipeline.search.deploy_imgsz or [pipeline.data.imgsz]
     space = deployment_space(checkpoint, val, sizes, latency, eps=eps, cache_dir=cache_dir, progress=progress)
     sc = pipeline.search
+    if static_only:
+        static = static_sweep(space)
+        return InnerResult(static, front_of(static, sc.metric), float("nan"), static=static)
     return inner_search(space, metric=sc.metric, grid_steps=sc.grid_steps, n_trials=sc.threshold_trials,
                         sampler=sc.sampler, seed=sc.seed)
+
+
+def result_fields(result, metric: str, budget_ms: float) -> dict[str, Any]:
+    """What a model's result document keeps of its inner search: front, static networks, summary point."""
+    return {"front": [c.to_dict() for c in result.front], "static": [c.to_dict() for c in result.static],
+            "hv_ratio": result.hv_ratio, "point": summarize_point(result, metric, budget_ms),
+            "evaluated": len(result.candidates)}
+
+
+def loss_params(loss: dict[str, Any]) -> dict[str, float]:
+    """A checkpoint's `train.loss` section as search-space parameters."""
+    return {"gate_lambda": float(loss["gate_lambda"]), "lambda_pos_1": float(loss["lambda_pos"][0]),
+            "lambda_pos_2": float(loss["lambda_pos"][1]), "eps": float(loss["eps"]),
+            "gate_trunk_grad": float(loss.get("gate_trunk_grad", 1.0))}
 
 
 def summarize_point(result, metric: str, budget_ms: float) -> dict[str, float]:
@@ -97,6 +119,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
             train_over.update(epochs=base.search.trial_epochs, warmup_epochs=0.0,
                               lr0=base.train.lr0 * base.train.lrf, lrf=1.0)
         pipeline = base.with_overrides(train=train_over, ray={"cpus_per_worker": setup.cpus_per_worker})
+        doc["loss"] = loss_params(pipeline.train.loss.model_dump())
         tracking = setup.tracking or {}
         outcome = run_training(
             pipeline, run_dir=trial_dir / "train", dataset=setup.dataset, tracking_uri=tracking.get("uri"),
@@ -106,10 +129,10 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
         latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
         result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
                                   pipeline.train.loss.eps, progress=False)
-        point = summarize_point(result, pipeline.search.metric, setup.budget_ms)
         doc.update(status="finished", checkpoint=str(outcome.best), train_metrics=outcome.metrics,
-                   front=[c.to_dict() for c in result.front], hv_ratio=result.hv_ratio, point=point,
-                   mlflow_run_id=outcome.mlflow_run_id, evaluated=len(result.candidates))
+                   mlflow_run_id=outcome.mlflow_run_id, cache_dir=str(trial_dir / "cache"),
+                   **result_fields(result, pipeline.search.metric, setup.budget_ms))
+        point = doc["point"]
         if outcome.mlflow_run_id and setup.tracking:
             log = SafeLogger(setup.tracking["uri"], outcome.mlflow_run_id)
             log.metrics({"front_hv_ratio": result.hv_ratio, "point_ap": point["ap"],

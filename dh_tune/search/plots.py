@@ -12,10 +12,19 @@ import numpy as np  # noqa: E402
 
 def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict | None], metric: str,
                path: str | Path, title: str) -> Path:
-    """All evaluated profiles (grey), the global front (line), each budget (dashed) and its choice (star)."""
+    """Gated profiles (grey dots), static networks (squares), the global front (line), each budget
+    (dashed) and its choice (star)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter([p["latency_ms"] for p in points], [p[metric] for p in points], s=6, c="0.75",
-               label=f"profiles ({len(points)})")
+    gated = [p for p in points if p.get("static_exit") is None]
+    static = [p for p in points if p.get("static_exit") is not None]
+    ax.scatter([p["latency_ms"] for p in gated], [p[metric] for p in gated], s=6, c="0.75",
+               label=f"gated profiles ({len(gated)})")
+    markers = {1: "v", 2: "s", 3: "D"}
+    for level, name in ((1, "P3 head"), (2, "P3+P4 heads"), (3, "all heads")):
+        pts = [p for p in static if p["static_exit"] == level]
+        if pts:
+            ax.scatter([p["latency_ms"] for p in pts], [p[metric] for p in pts], s=28, marker=markers[level],
+                       facecolors="none", edgecolors="tab:orange", label=f"static YOLOv5, {name} (no gate)")
     fx = [p["latency_ms"] for p in front]
     ax.plot(fx, [p[metric] for p in front], "-o", ms=3, c="tab:blue", label="Pareto front")
     colors = plt.cm.tab10(np.linspace(0.2, 0.9, max(len(chosen), 1)))

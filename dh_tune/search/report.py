@@ -9,21 +9,35 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
+from ..gating import gates_computed
 from ..latency import LatencyTable, expected_latency
 from ..latency.measure import slug
 from ..tracking import SafeLogger, flatten, start_run
+from .compare import BudgetComparison, compare_budget, is_static, model_summaries
 from .export import export_profile, write_index
 from .pareto import pareto_front, select_for_budget
 from .plots import plot_front, plot_threshold_sweep
 
 
 def _global_points(docs: list[dict]) -> list[dict]:
-    return [{**c, "trial_id": d["trial_id"]} for d in docs if d.get("status") == "finished" for c in d["front"]]
+    """Every front point and every static network of every finished model, tagged with its model."""
+    out = []
+    for d in docs:
+        if d.get("status") != "finished":
+            continue
+        seen = set()
+        for c in d["front"] + d.get("static", []):
+            key = (c["imgsz"], c["t1"], c["t2"])
+            if key not in seen:
+                seen.add(key)
+                out.append({**c, "trial_id": d["trial_id"]})
+    return out
 
 
 def _sweep_table(out: Path, trial: dict, imgsz: int) -> ExitTable | None:
     """The cached exit table behind a chosen profile (for the Figure-7 sweep)."""
-    roots = [out / "trials" / trial["trial_id"] / "cache", out / "cache"]
+    roots = [Path(trial["cache_dir"])] if trial.get("cache_dir") else []
+    roots += [out / "trials" / trial["trial_id"] / "cache", out / "cache"]
     for root in roots:
         for f in sorted(root.glob(f"exit-*-{imgsz}.npz")):
             t = ExitTable.load(f)
@@ -42,10 +56,23 @@ def figure7(out: Path, trial: dict, cand: dict, table: LatencyTable, metric: str
     for t in ts:
         m = et.evaluate(t, cand["t2"])
         ap.append(m.ap50 if metric == "ap50" else m.ap50_95)
-        lat.append(expected_latency(et.exit_levels(t, cand["t2"]), table)[0])
+        lat.append(expected_latency(et.exit_levels(t, cand["t2"]), table, gates_computed(t, cand["t2"]))[0])
         share.append(m.exit_shares[0])
     return plot_threshold_sweep(ts, np.array(ap), np.array(lat), np.array(share), 1, cand["t2"], path,
                                 f"{metric} and latency vs gate-1 threshold (imgsz {cand['imgsz']})")
+
+
+def _budget_reason(choice_reason: str, cand: dict, comparison: BudgetComparison, metric: str) -> str:
+    """Why this profile: the budget rule, and how it stands against the best static network."""
+    reason = choice_reason
+    if comparison.static_wins and is_static(cand):
+        dyn = comparison.best_dynamic
+        versus = f" vs {dyn[metric]:.4g} for the best gated profile" if dyn else " (no gated profile fits)"
+        reason += (f"; a static network wins this budget ({cand['heads']} at {cand['imgsz']} px, no gate computed: "
+                   f"{metric} {cand[metric]:.4g}{versus}), so the profile is that static network")
+    elif comparison.dynamic_gain is not None:
+        reason += f"; dynamic gain over the best static network {comparison.dynamic_gain:+.4f} {metric}"
+    return reason
 
 
 def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: SafeLogger | None, started: float):
@@ -67,33 +94,49 @@ def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: Safe
     device_dir = out / "profiles" / slug(table.device_name)
     device_dir.mkdir(parents=True, exist_ok=True)
 
-    results, exported, chosen = [], [], {}
+    results, exported, chosen, comparisons = [], [], {}, []
     for b in req.budgets:
         choice = select_for_budget(ap, lat, b)
         idx = choice.index if choice.index is not None else int(np.argmin(lat))
         cand = points[idx]
+        comparison = compare_budget(points, b, metric)
         reason = choice.reason
         if choice.all_feasible and cand["t1"] == 0.0 and cand["t2"] == 0.0:
             reason += "; all heads run"
+        reason = _budget_reason(reason, cand, comparison, metric) if choice.feasible else reason
         trial = by_trial[cand["trial_id"]]
         e = export_profile(out, budget_ms=b, feasible=choice.feasible, reason=reason, candidate=cand, trial=trial,
-                           metric=metric, table=latency[cand["imgsz"]])
+                           metric=metric, table=latency[cand["imgsz"]], comparison=comparison.to_dict())
         exported.append(e)
+        comparisons.append(comparison)
         chosen[b] = cand if choice.feasible else None
         results.append(BudgetResult(b, choice.feasible, reason, cand, trial, e.path))
 
-    hv = [d.get("hv_ratio") for d in finished if d.get("hv_ratio") == d.get("hv_ratio")]
+    hv = [d.get("hv_ratio") for d in finished if d.get("hv_ratio") == d.get("hv_ratio") and d.get("hv_ratio")]
+    models = model_summaries(finished, metric, float(lat.max()) * 1.05)
     front_png = plot_front(points, front, chosen, metric, device_dir / "pareto_front.png",
-                           f"{table.device_name}: {len(finished)} trained model(s), {len(points)} front points")
+                           f"{table.device_name}: {len(finished)} trained model(s), {len(points)} points")
     index = write_index(out, table.device_name, exported, front, metric,
-                        extra={"trials": len(finished), "failed_trials": len(failed),
-                               "optuna_vs_grid_hv_ratio": min(hv) if hv else None})
-    _log_mlflow(req, parent, results, exported, front_png, index, out, metric, latency, hv)
-    _print_summary(req, results, front, table, started, hv, len(finished), len(failed))
+                        extra={"trials": sum(d.get("role") is None for d in finished), "failed_trials": len(failed),
+                               "optuna_vs_grid_hv_ratio": min(hv) if hv else None, "models": models,
+                               "static_points": [p for p in points if is_static(p)],
+                               "hypervolume_ref_latency_ms": float(lat.max()) * 1.05})
+    _log_mlflow(req, parent, results, exported, comparisons, points, front_png, index, out, metric, latency, hv)
+    _print_summary(req, results, comparisons, models, front, table, started, hv, len(finished), len(failed))
     return SearchOutcome(out, front, results, docs, parent.run_id if parent else None, index)
 
 
-def _log_mlflow(req, parent, results, exported, front_png, index, out, metric, latency, hv) -> None:
+def _static_reference(points: list[dict]) -> list[dict]:
+    """Static networks of the static YOLOv5 (the `static` model if one was trained, else the base)."""
+    for role in ("static", "base", "checkpoint"):
+        pts = [p for p in points if is_static(p) and p["trial_id"] == role]
+        if pts:
+            return pts
+    return []
+
+
+def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, index, out, metric, latency,
+                hv) -> None:
     if parent is None:
         if req.track:
             print(f"warning: MLflow logging failed; profiles are in {out / 'profiles'}", file=sys.stderr)
@@ -103,21 +146,27 @@ def _log_mlflow(req, parent, results, exported, front_png, index, out, metric, l
     if hv:
         parent.metrics({"optuna_vs_grid_hv_ratio": min(hv)}, step=0)
     p = req.pipeline
-    _retire_old_profile_runs(parent)
-    for r, e in zip(results, exported):
+    _retire_old_runs(parent)
+    for r, e, comp in zip(results, exported, comparisons):
         device = e.doc["device"]["name"]
+        c = r.candidate
         run = start_run(parent.uri, p.name, f"profile-{slug(device)[:40]}-{r.budget_ms:g}ms",
                         parent_run_id=parent.run_id,
                         tags={"device": device, "budget_ms": f"{r.budget_ms:g}", "pareto": "true",
-                              "feasible": str(r.feasible).lower(), "search_role": "profile"})
+                              "feasible": str(r.feasible).lower(), "search_role": "profile",
+                              "configuration": "static" if is_static(c) else "dynamic", "heads": c["heads"]})
         if run is None:
             continue
-        c = r.candidate
         run.params({"t1": f"{c['t1']:.4f}", "t2": f"{c['t2']:.4f}", "imgsz": str(c["imgsz"]),
                     "trial_id": c["trial_id"], **flatten(r.trial.get("params", {}), "hp.")})
+        extra = {}
+        if comp.best_static is not None:
+            extra["best_static_" + metric] = comp.best_static[metric]
+        if comp.dynamic_gain is not None:
+            extra["dynamic_gain"] = comp.dynamic_gain
         run.metrics({"expected_ap50": c["ap50"], "expected_ap50_95": c["ap50_95"], "latency_mean_ms": c["latency_ms"],
                      "latency_p90_ms": c["latency_p90_ms"], "share_exit1": c["exit_shares"][0],
-                     "share_exit2": c["exit_shares"][1], "share_exit3": c["exit_shares"][2]}, step=0)
+                     "share_exit2": c["exit_shares"][1], "share_exit3": c["exit_shares"][2], **extra}, step=0)
         run.artifact(e.path)
         run.artifact(front_png)
         fig = figure7(out, r.trial, c, latency[c["imgsz"]], metric, e.path.with_suffix(".figure7.png"))
@@ -126,38 +175,69 @@ def _log_mlflow(req, parent, results, exported, front_png, index, out, metric, l
         run.end()
         if run.failed:
             parent.failed = True
+    for pt in _static_reference(points):
+        run = start_run(parent.uri, p.name, f"static-{pt['heads'].replace(' ', '-')}-{pt['imgsz']}",
+                        parent_run_id=parent.run_id,
+                        tags={"search_role": "static", "static": "true", "heads": pt["heads"],
+                              "model": pt["trial_id"], "device": latency[pt["imgsz"]].device_name})
+        if run is None:
+            continue
+        run.params({"imgsz": str(pt["imgsz"]), "heads": pt["heads"], "exit_level": str(pt["static_exit"])})
+        run.metrics({"expected_ap50": pt["ap50"], "expected_ap50_95": pt["ap50_95"],
+                     "latency_mean_ms": pt["latency_ms"], "latency_p90_ms": pt["latency_p90_ms"]}, step=0)
+        run.end()
     parent.end()
     if parent.failed:
         print(f"warning: MLflow logging failed; profiles are in {out / 'profiles'}", file=sys.stderr)
 
 
-def _retire_old_profile_runs(parent: SafeLogger) -> None:
-    """A resumed search replaces the profile runs of its earlier invocation (deleted, not duplicated)."""
+def _retire_old_runs(parent: SafeLogger) -> None:
+    """A resumed search replaces the profile and static runs of its earlier invocation (deleted, not duplicated)."""
     try:
         from ..tracking import client
 
         c = client(parent.uri)
         exp = c.get_run(parent.run_id).info.experiment_id
-        old = c.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' "
-                                                 "and tags.search_role = 'profile'")
-        for run in old:
-            c.delete_run(run.info.run_id)
+        for role in ("profile", "static"):
+            old = c.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}' "
+                                                     f"and tags.search_role = '{role}'")
+            for run in old:
+                c.delete_run(run.info.run_id)
     except Exception:  # noqa: BLE001 - the new runs are logged regardless
         pass
 
 
-def _print_summary(req, results, front, table, started, hv, n_ok, n_failed) -> None:
+def _print_summary(req, results, comparisons, models, front, table, started, hv, n_ok, n_failed) -> None:
     metric = req.pipeline.search.metric
     print(f"\nDevice: {table.device_name}   ({n_ok} trained model(s), {n_failed} failed; "
           f"{len(front)} profiles on the Pareto front; {(time.time() - started) / 60:.1f} min)")
     if hv:
         print(f"Optuna's threshold front reaches {100 * min(hv):.1f}% of the exact grid sweep's hypervolume")
+    print(f"{'model':>10} | {'AP50 all':>8} {'AP50:95':>7} | {'gate acc':>11} | {'hypervolume':>11} | hyperparameters")
+    for m in models:
+        acc = "/".join(f"{a:.3f}" if a is not None else "-" for a in m["gate_accuracy"])
+        name = m["trial_id"][-10:] + ("*" if m["paper_point"] else "")
+        hp = ", ".join(f"{k} {v:.3g}" for k, v in m["params"].items())
+        print(f"{name:>10} | {_fmt(m['ap50_all_heads']):>8} {_fmt(m['ap50_95_all_heads']):>7} | {acc:>11} | "
+              f"{m['hypervolume']:11.3f} | {hp}")
+    if any(m["paper_point"] for m in models):
+        print(f"{'':>10}   * the paper's setting (lambda 0.2, lambda_pos 0.28/2.0, eps 4, end to end)")
     print(f"{'budget':>8} | {'imgsz':>5} | {'t1':>5} {'t2':>5} | {'AP50':>6} {'AP50:95':>7} | {'mean ms':>8} "
           f"{'p90 ms':>7} | heads 1/2/3 share")
-    for r in results:
+    for r, comp in zip(results, comparisons):
         c = r.candidate
         shares = "/".join(f"{s:.2f}" for s in c["exit_shares"])
         flag = "" if r.feasible else "  (does not fit)"
+        kind = f"  static: {c['heads']}" if is_static(c) else ""
         print(f"{r.budget_ms:>6g}ms | {c['imgsz']:>5} | {c['t1']:5.2f} {c['t2']:5.2f} | {c['ap50']:6.3f} "
-              f"{c['ap50_95']:7.3f} | {c['latency_ms']:8.2f} {c['latency_p90_ms']:7.2f} | {shares}{flag}")
+              f"{c['ap50_95']:7.3f} | {c['latency_ms']:8.2f} {c['latency_p90_ms']:7.2f} | {shares}{flag}{kind}")
+        st = comp.best_static
+        if st is not None:
+            gain = f"{comp.dynamic_gain:+.4f}" if comp.dynamic_gain is not None else "n/a (no gated profile fits)"
+            print(f"{'':>8}   best static within budget: {st['heads']} at {st['imgsz']} px, {metric} {st[metric]:.4f}, "
+                  f"{st['latency_ms']:.2f} ms; dynamic gain {gain}")
         print(f"{'':>8}   {r.reason}\n{'':>8}   -> {r.profile_path}")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"

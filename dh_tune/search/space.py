@@ -1,6 +1,6 @@
 """The outer search space (search_spaces/*.yaml): gate-loss hyperparameters and their ranges.
 
-Each entry names a `train.loss` setting: gate_lambda, lambda_pos_1, lambda_pos_2 or eps.
+Each entry names a `train.loss` setting: gate_lambda, lambda_pos_1, lambda_pos_2, eps or gate_trunk_grad.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from ..yamlfile import read_yaml_mapping
 
-KNOWN = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps")
+KNOWN = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad")
 
 
 class SearchSpaceError(ValueError):

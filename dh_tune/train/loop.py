@@ -31,6 +31,7 @@ from ..pipeline import Pipeline
 from .checkpoint import model_args, save_checkpoint
 from .data_setup import load_splits
 from .ema import ModelEMA
+from .gradients import clip_gradients
 from .schedule import apply_schedule, make_optimizer
 from .validate import fitness, precise_bn, validate
 
@@ -149,14 +150,14 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
             x = images.to(device, non_blocking=True).float() / 255
             gl = gate_targets(targets[:, 4:6], targets[:, 0].long(), images.shape[0], anchors_cpu, ls.eps)
             with torch.autocast(device.type, enabled=use_amp):
-                maps, logits = net(x)
+                maps, logits = net(x, gate_trunk_grad=ls.gate_trunk_grad)
             loss, items = criterion([m.float() for m in maps], logits.float(), targets.to(device), gl.to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, iteration {it + 1}")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+            clip_gradients(model)
             scaler.step(optimizer)
             scaler.update()
             if ema is not None:
