@@ -127,6 +127,9 @@ class SearchSettings(_Section):
     threshold_trials: int = Field(400, ge=10)
     grid_steps: int = Field(41, ge=3)
     metric: Literal["ap50", "ap50_95"] = "ap50_95"
+    # A gated profile must beat the best static network within the same budget by at least this much AP;
+    # otherwise the static network (no gate to compute, as accurate within this margin) is exported.
+    min_dynamic_gain: float = Field(0.001, ge=0.0)
     search_space: str = "search_spaces/gate_loss.yaml"
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, part in table.parts.items():
         print(f"  {name:<10} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms   ({part.repeats} runs)")
     exits = table.exit_cost_ms("median")
-    print("  exit after head 1 / 2 / 3: " + " / ".join(f"{v:.2f} ms" for v in exits))
+    print("  exit after head 1 / 2 / 3, through the gates: " + " / ".join(f"{v:.2f} ms" for v in exits))
+    static = table.exit_cost_ms("median", (False, False))
+    print("  static YOLOv5 with 1 / 2 / 3 heads (no gate):  " + " / ".join(f"{v:.2f} ms" for v in static))
     print(f"written to {args.out}")
     return 0
 

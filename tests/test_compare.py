@@ -41,6 +41,15 @@ def test_compare_budget_finds_the_best_of_each_kind_and_the_gain() -> None:
     assert compare_budget(POINTS, 1.0, "ap50_95").to_dict()["dynamic_gain"] is None
 
 
+def test_a_gated_profile_must_beat_the_static_network_by_the_minimum_gain() -> None:
+    near_tie = [_pt(0.0, 1.0, 0.5000, 9.4), _pt(0.04, 1.0, 0.5004, 9.8)]
+    strict = compare_budget(near_tie, 10.0, "ap50_95")
+    assert not strict.static_wins and strict.choice(near_tie[1]) is near_tie[1]
+    margin = compare_budget(near_tie, 10.0, "ap50_95", min_gain=0.001)
+    assert margin.static_wins and margin.choice(near_tie[1]) is near_tie[0]
+    assert margin.to_dict()["static_wins"] and margin.to_dict()["min_dynamic_gain"] == 0.001
+
+
 def test_paper_point_and_model_summaries() -> None:
     assert is_paper_point({"gate_lambda": 0.2, "eps": 4.0, "gate_trunk_grad": 1.0})
     assert not is_paper_point({"gate_lambda": 0.3, "eps": 4.0})

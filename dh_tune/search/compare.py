@@ -35,6 +35,7 @@ class BudgetComparison:
     metric: str
     best_static: dict | None
     best_dynamic: dict | None
+    min_gain: float = 0.0
 
     @property
     def dynamic_gain(self) -> float | None:
@@ -45,23 +46,28 @@ class BudgetComparison:
 
     @property
     def static_wins(self) -> bool:
-        """True when no gated profile is more accurate than the best static network within the budget."""
+        """True when no gated profile beats the best static network within the budget by more than `min_gain`."""
         gain = self.dynamic_gain
-        return self.best_static is not None and (gain is None or gain <= 0.0)
+        return self.best_static is not None and (gain is None or gain <= self.min_gain)
 
     def to_dict(self) -> dict:
         keep = ("trial_id", "imgsz", "t1", "t2", "heads", "static_exit", "ap50", "ap50_95", "latency_ms")
         pick = (lambda p: None if p is None else {k: p.get(k) for k in keep})
         return {"metric": self.metric, "best_static": pick(self.best_static),
-                "best_dynamic": pick(self.best_dynamic), "dynamic_gain": self.dynamic_gain}
+                "best_dynamic": pick(self.best_dynamic), "dynamic_gain": self.dynamic_gain,
+                "min_dynamic_gain": self.min_gain, "static_wins": self.static_wins}
+
+    def choice(self, best: dict) -> dict:
+        """The point to export: `best` (the most accurate within the budget) unless a static network wins."""
+        return self.best_static if self.static_wins and self.best_static is not None else best
 
 
-def compare_budget(points: list[dict], budget_ms: float, metric: str) -> BudgetComparison:
-    """Best static and best gated point within `budget_ms`."""
+def compare_budget(points: list[dict], budget_ms: float, metric: str, min_gain: float = 0.0) -> BudgetComparison:
+    """Best static and best gated point within `budget_ms`; gated must beat static by more than `min_gain`."""
     static = [p for p in points if is_static(p)]
     dynamic = [p for p in points if not is_static(p)]
     return BudgetComparison(budget_ms, metric, best_within(static, budget_ms, metric),
-                            best_within(dynamic, budget_ms, metric))
+                            best_within(dynamic, budget_ms, metric), min_gain)
 
 
 def is_paper_point(params: dict) -> bool:

@@ -88,6 +88,9 @@ def grid_sweep(space: DeploymentSpace, steps: int) -> list[Candidate]:
     return [space.evaluate(s, t1, t2, "grid") for s in space.sizes for t1 in grid for t2 in grid]
 
 
+EDGE = 0.05  # share of each threshold's sampling range that falls on "gate not computed" at either end
+
+
 def _sampler(name: str, seed: int):
     import optuna
 
@@ -105,14 +108,19 @@ def optuna_search(space: DeploymentSpace, n_trials: int, *, metric: str, sampler
 
     optuna.logging.set_verbosity(logging.WARNING)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=_sampler(sampler, seed))
-    for s in space.sizes:  # the two ends of every size: all heads, and head 1 only
-        study.enqueue_trial({"imgsz": s, "t1": 0.0, "t2": 0.0})
-        study.enqueue_trial({"imgsz": s, "t1": 1.0, "t2": 1.0})
+    for s in space.sizes:  # the static networks of every size: all heads, P3+P4, head 1 only
+        for t1, t2 in STATIC_THRESHOLDS.values():
+            study.enqueue_trial({"imgsz": s, "t1": t1, "t2": t2})
     found: list[Candidate] = []
+
+    def threshold(trial, name: str) -> float:
+        # Sampled a little past [0, 1] and clamped: a gate that is not computed (threshold 0 or 1) is
+        # cheaper than any threshold near it, so the sampler must be able to land exactly there.
+        return min(max(trial.suggest_float(name, -EDGE, 1.0 + EDGE), 0.0), 1.0)
 
     def objective(trial) -> tuple[float, float]:
         imgsz = trial.suggest_categorical("imgsz", space.sizes)
-        c = space.evaluate(imgsz, trial.suggest_float("t1", 0.0, 1.0), trial.suggest_float("t2", 0.0, 1.0), "optuna")
+        c = space.evaluate(imgsz, threshold(trial, "t1"), threshold(trial, "t2"), "optuna")
         found.append(c)
         return c.ap(metric), c.latency_ms
 

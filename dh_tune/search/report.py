@@ -67,9 +67,11 @@ def _budget_reason(choice_reason: str, cand: dict, comparison: BudgetComparison,
     reason = choice_reason
     if comparison.static_wins and is_static(cand):
         dyn = comparison.best_dynamic
-        versus = f" vs {dyn[metric]:.4g} for the best gated profile" if dyn else " (no gated profile fits)"
-        reason += (f"; a static network wins this budget ({cand['heads']} at {cand['imgsz']} px, no gate computed: "
-                   f"{metric} {cand[metric]:.4g}{versus}), so the profile is that static network")
+        versus = (f" vs {dyn[metric]:.4g} for the best gated profile (gain {comparison.dynamic_gain:+.4f} <= "
+                  f"{comparison.min_gain:g})" if dyn else " (no gated profile fits)")
+        reason = (f"a static network wins the {comparison.budget_ms:g} ms budget ({cand['heads']} at {cand['imgsz']} px, "
+                  f"no gate computed: {metric} {cand[metric]:.4g} at {cand['latency_ms']:.3g} ms{versus}), so the "
+                  "profile is that static network")
     elif comparison.dynamic_gain is not None:
         reason += f"; dynamic gain over the best static network {comparison.dynamic_gain:+.4f} {metric}"
     return reason
@@ -98,8 +100,8 @@ def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: Safe
     for b in req.budgets:
         choice = select_for_budget(ap, lat, b)
         idx = choice.index if choice.index is not None else int(np.argmin(lat))
-        cand = points[idx]
-        comparison = compare_budget(points, b, metric)
+        comparison = compare_budget(points, b, metric, req.pipeline.search.min_dynamic_gain)
+        cand = comparison.choice(points[idx]) if choice.feasible else points[idx]
         reason = choice.reason
         if choice.all_feasible and cand["t1"] == 0.0 and cand["t2"] == 0.0:
             reason += "; all heads run"
