@@ -34,9 +34,10 @@ def headline(results: dict) -> str:
     meta = results["meta"]
     m = meta["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    seconds = sum(results.get("section_seconds", {}).values()) or meta["seconds"]  # a resumed run counts every part
     return (f"Measured on {m['cpu']} ({m['cores']} cores{gpu}), torch {m['torch']}, {meta['date']}; "
             f"`{'--quick' if meta['mode'] == 'quick' else 'full'}` run of the {meta['pipeline']} pipeline, "
-            f"{meta['seconds'] / 60:.0f} min in all.")
+            f"{seconds / 60:.0f} min of measurement in all.")
 
 
 def table2_section(doc: dict) -> list[str]:
@@ -208,18 +209,21 @@ def _bar_chart(doc: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     sizes = list(doc["sizes"])
     names = list(next(iter(doc["sizes"].values()))["rows"])
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
     width = 0.8 / len(sizes)
+    speedups = [doc["sizes"][s]["rows"][n]["speedup"] for s in sizes for n in names]
     for k, size in enumerate(sizes):
         rows = doc["sizes"][size]["rows"]
         ys = [i + k * width for i in range(len(names))]
         ax.barh(ys, [rows[n]["speedup"] for n in names], height=width, label=f"{size} px")
+    ax.set_xlim(min(speedups) - 0.05, max(speedups) + 0.03)  # ratios near 1: the axis starts where they do
     ax.set_yticks([i + width * (len(sizes) - 1) / 2 for i in range(len(names))])
     ax.set_yticklabels([DYNAMIC_LABELS[n] for n in names], fontsize=8)
     ax.axvline(1.0, c="0.3", lw=1, ls="--")
     ax.set_xlabel("speed-up over static YOLOv5 (same images, end to end)")
     ax.invert_yaxis()
-    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from ..data.cache import dh_tune_home
 from ..latency import LatencyTable
 from ..model import DHNet
@@ -121,29 +120,32 @@ def _plain_detector(loss) -> bool:
 def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, latency: dict[int, LatencyTable],
                static_only: bool = False) -> dict:
     """Result document of a model the search did not sample (base, static reference, --checkpoint), kept under
-    OUT/reference/<role> and read back on a re-run while its checkpoint is unchanged."""
+    OUT/reference/<role> and read back on a re-run while its checkpoint, device tables and search settings
+    are unchanged."""
     from ..train.checkpoint import file_sha256
     from .outer import evaluate_trained, loss_params, result_fields, write_result
 
     folder = req.out / "reference" / role
     folder.mkdir(parents=True, exist_ok=True)
     sha = file_sha256(checkpoint)
+    p = req.pipeline
+    key = {"checkpoint_sha256": sha, "tables": {str(s): t.digest() for s, t in sorted(latency.items())},
+           "search": p.search.model_dump(mode="json"), "budget_ms": req.budgets[0], "static_only": static_only}
     previous = folder / "result.json"
     if previous.is_file():
         try:
             doc = json.loads(previous.read_text())
-            if doc.get("checkpoint_sha256") == sha and doc.get("status") == "finished":
+            if doc.get("key") == key and doc.get("status") == "finished":
                 return doc
         except json.JSONDecodeError:
             pass
-    p = req.pipeline
     ckpt = load_checkpoint(checkpoint)
     loss = ckpt["config"]["train"]["loss"]
     what = "static networks" if static_only else "thresholds"
     _log(f"scoring the {what} of the {role} model at sizes {sorted(latency)}")
     result = evaluate_trained(checkpoint, p, dataset, latency, folder / "cache", float(loss["eps"]),
                               static_only=static_only)
-    doc = {"trial_id": role, "role": role, "status": "finished", "checkpoint": str(checkpoint),
+    doc = {"trial_id": role, "role": role, "status": "finished", "checkpoint": str(checkpoint), "key": key,
            "checkpoint_sha256": sha, "params": loss_params(loss), "loss": loss_params(loss),
            "train_metrics": ckpt["metrics"], "cache_dir": str(folder / "cache"),
            **result_fields(result, p.search.metric, req.budgets[0])}
