@@ -159,6 +159,7 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tiny_dat
     space = tmp_path / "space.yaml"  # any lambda sampled from here makes the loss overflow
     space.write_text("gate_lambda: {type: float, low: 1.0e+39, high: 1.0e+40, log: true}\n")
     doc = tiny_pipeline_doc(tiny_dataset, epochs=1)
+    doc["train"]["loss"] = {"gate_trunk_grad": 1.0}  # end to end: the base is no plain detector any more
     doc["ray"]["max_failures"] = 0
     doc["search"].update(search_space=str(space), deploy_imgsz=[96])
     pipeline = tmp_path / "tiny.yaml"
@@ -174,3 +175,9 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tiny_dat
     index = json.loads((device_dir / "index.json").read_text())
     assert index["failed_trials"] == 1 and index["trials"] == 1
     assert (device_dir / "budget-50ms.json").is_file()
+    # An end-to-end base changed its detector, so a static YOLOv5 was trained with gate weight 0 to compare with.
+    static = json.loads((out / "reference" / "static" / "result.json").read_text())
+    assert static["params"]["gate_lambda"] == 0.0 and {p["heads"] for p in static["static"]} == {
+        "P3 head", "P3+P4 heads", "all heads"}
+    assert all(p["static_exit"] for p in static["front"])  # its untrained gates are never used
+    assert {p["trial_id"] for p in index["static_points"]} >= {"static", "base"}
