@@ -22,7 +22,7 @@ from .gate import Gate, scale_gradient
 
 
 def build_yolov5_layers(scale: Scale, nc: int, anchors_px: Sequence) -> nn.ModuleList:
-    """The 25 layers of YOLOv5 (FACTS section 1), index i = YOLOv5's `model.{i}`."""
+    """The 25 layers of YOLOv5 v6/v7 (models/yolov5s.yaml), index i = YOLOv5's `model.{i}`."""
     ch, n = scale.channels, scale.repeats
     c64, c128, c256, c512, c1024 = ch(64), ch(128), ch(256), ch(512), ch(1024)
     return nn.ModuleList([
