@@ -58,6 +58,9 @@ def test_search_space_file_is_validated(tmp_path: Path) -> None:
     bad.write_text("gate_lambda: {type: float, low: 1.0, high: 0.5}\n")
     with pytest.raises(SearchSpaceError, match="gate_lambda: low"):
         load_space(bad)
+    bad.write_text("gate_trunk_grad: {type: float, low: 0.0, high: 1.5}\n")
+    with pytest.raises(SearchSpaceError, match=r"gate_trunk_grad: a share of the gradient lies in \[0, 1\]"):
+        load_space(bad)
     bad.write_text("lambda: {type: float, low: 0.1, high: 0.5}\n")
     with pytest.raises(SearchSpaceError, match="lambda: unknown hyperparameter"):
         load_space(bad)

@@ -63,6 +63,8 @@ def load_space(path: str | Path) -> list[Dimension]:
         log = bool(spec.get("log", False))
         if log and low <= 0:
             raise SearchSpaceError(f"{path}: {name}: a log range needs low > 0")
+        if name == "gate_trunk_grad" and not (0.0 <= low and high <= 1.0):
+            raise SearchSpaceError(f"{path}: gate_trunk_grad: a share of the gradient lies in [0, 1], got [{low}, {high}]")
         if name == "eps" and low <= 1:
             raise SearchSpaceError(f"{path}: eps.low: epsilon must exceed 1 (Eq. 5 compares ratios >= 1)")
         dims.append(Dimension(name, kind, low, high, log))

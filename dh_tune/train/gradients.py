@@ -40,8 +40,8 @@ def gate_gradient_share(model: DHNet, criterion: DHLoss, images: torch.Tensor, t
                         gate_labels: torch.Tensor, gate_trunk_grad: float) -> float:
     """|grad_trunk(lambda * L_gate)| / |grad_trunk(L_det)| on one batch (trunk = everything but the gates).
 
-    0 means the gate loss leaves the detector alone; the paper's end-to-end setting measured well
-    above 1 in short schedules, which is what costs detection accuracy.
+    0 means the gate loss leaves the detector alone; the paper's end-to-end setting (lambda 0.2) measured
+    0.66 on a trained quickstart model, and costs detection accuracy in short schedules.
     """
     trunk, _ = _split_parameters(model)
     was_training = model.training
