@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads must not spin while another runtime runs
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -30,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--profiles", default="0,0;0.3,0.5;0.5,0.5;0.7,0.7;1,1", help="t1,t2;t1,t2;...")
     p.add_argument("--repeats", type=int, default=5, help="timed passes over the images (default 5; median kept)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
+    p.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnxruntime", "openvino"],
+                   help="runtimes whose latency prediction is checked (default torch)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -46,7 +52,7 @@ def run_dynamic(predictor, images: list[np.ndarray]) -> tuple[list, list[int], f
 
 
 def predicted_vs_measured(model, size: int, levels: list[np.ndarray], gates: list[tuple[bool, bool]], predictors: list,
-                          images: list[np.ndarray], passes: int, threads: int) -> list[dict]:
+                          images: list[np.ndarray], passes: int, threads: int, runtime: str = "torch") -> list[dict]:
     """Per profile: latency the device table predicts and the measured mean ms per image, with the error.
 
     In each pass every predictor runs over all images as a deployed model runs (one profile over a stream
@@ -62,12 +68,22 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], gates: lis
     predicted, measured = np.zeros((passes, k)), np.zeros((passes, k))
     for p in range(passes):
         for j in [(p + i) % k for i in range(k)]:
-            table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0)
+            table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0, runtime=runtime,
+                                  image=images[0])
             predicted[p, j] = expected_latency(levels[j], table, gates[j])[0]
             measured[p, j] = run_dynamic(predictors[j], images)[2]
     error = 100 * (predicted - measured) / measured
     return [{"predicted_ms": float(a), "measured_ms": float(b), "error_pct": float(e)} for a, b, e in
             zip(np.median(predicted, 0), np.median(measured, 0), np.median(error, 0))]
+
+
+def runtime_predictors(model, size: int, profiles: list[tuple[float, float]], runtime: str, folder: Path) -> list:
+    """One predictor per profile in `runtime` (torch: the fused model; others: exported stage graphs)."""
+    from dh_tune.predict import Predictor
+
+    if runtime == "torch":
+        return [Predictor(model, size, p) for p in profiles]
+    return [Predictor.exported(model, size, p, runtime, folder / f"{runtime}-{size}-{p[0]:g}-{p[1]:g}") for p in profiles]
 
 
 def parse_profiles(text: str) -> list[tuple[float, float]]:
@@ -76,7 +92,8 @@ def parse_profiles(text: str) -> list[tuple[float, float]]:
 
 
 def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str | None = None, images: int = 200,
-            imgsz: int | None = None, repeats: int = 5, threads: int | None = None) -> dict:
+            imgsz: int | None = None, repeats: int = 5, threads: int | None = None,
+            runtimes: tuple[str, ...] = ("torch",)) -> dict:
     """Per profile: cache vs re-run milliseconds and ratio, AP of both, predicted vs measured latency."""
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
@@ -120,13 +137,18 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
         rows.append({"t1": t1, "t2": t2, "cache_ms": cache_ms, "rerun_ms": rerun_ms, "ratio": rerun_ms / cache_ms,
                      "ap50_cache": m.ap50, "ap50_rerun": ap["ap50"],
                      "levels_agree": levels == table.exit_levels(t1, t2).tolist()})
-    timing = predicted_vs_measured(model, size, [table.exit_levels(*p) for p in profiles],
-                                   [gates_computed(*p) for p in profiles],
-                                   [Predictor(model, size, p) for p in profiles], pixels, repeats, threads)
-    for row, t in zip(rows, timing):
+    by_runtime = {}
+    with tempfile.TemporaryDirectory(prefix="bench-search-cost-") as tmp:
+        for runtime in runtimes:
+            by_runtime[runtime] = predicted_vs_measured(
+                model, size, [table.exit_levels(*p) for p in profiles], [gates_computed(*p) for p in profiles],
+                runtime_predictors(model, size, profiles, runtime, Path(tmp)), pixels, repeats, threads, runtime)
+    for row, t in zip(rows, by_runtime[runtimes[0]]):
         row.update(t)
     return {"device": device_info(torch.device("cpu"), threads)["name"], "imgsz": size, "images": len(records),
-            "passes": repeats, "build_s": build_s, "rows": rows}
+            "passes": repeats, "build_s": build_s, "rows": rows, "runtime": runtimes[0],
+            "latency_by_runtime": {r: [{"t1": p[0], "t2": p[1], **t} for p, t in zip(profiles, v)]
+                                   for r, v in by_runtime.items()}}
 
 
 def format_rows(doc: dict) -> str:
@@ -138,13 +160,16 @@ def format_rows(doc: dict) -> str:
         lines.append(f"({r['t1']:.2f},{r['t2']:.2f}) | {r['cache_ms']:9.3f} | {r['rerun_ms']:10.0f} | "
                      f"{r['ratio']:7.0f}x | {r['ap50_cache']:10.4f} {r['ap50_rerun']:7.4f} | "
                      f"{r['predicted_ms']:8.2f} {r['measured_ms']:9.2f} {r['error_pct']:+6.1f}%")
+    for runtime, rows in doc.get("latency_by_runtime", {}).items():
+        lines.append(f"{runtime}: " + ", ".join(f"({r['t1']:g},{r['t2']:g}) {r['predicted_ms']:.2f}/{r['measured_ms']:.2f} ms "
+                                                 f"{r['error_pct']:+.1f}%" for r in rows))
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     doc = measure(args.checkpoint, parse_profiles(args.profiles), data=args.data, images=args.images,
-                  imgsz=args.imgsz, repeats=args.repeats, threads=args.threads)
+                  imgsz=args.imgsz, repeats=args.repeats, threads=args.threads, runtimes=tuple(args.runtimes))
     print(format_rows(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1))

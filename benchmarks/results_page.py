@@ -180,6 +180,58 @@ def dynamic_section(doc: dict, figures: Path) -> list[str]:
     return lines
 
 
+def runtimes_section(doc: dict, figures: Path) -> list[str]:
+    """Each runtime's per-image network time against eager PyTorch and YOLOv5's own static graph."""
+    sizes = list(doc["sizes"])
+    names = list(doc["sizes"][sizes[0]]["ms"])
+    rows = [[n, *(f"{doc['sizes'][s]['ms'][n]:.2f} ({doc['sizes'][s]['ms'][n] / doc['sizes'][s]['ms']['torch static']:.2f}x)"
+                  for s in sizes)] for n in names]
+    fastest = doc["fastest"]
+    goal_rows = [[f"{s} px", f"{g['runtime_vs_eager_fused']:.2f}x ({g['runtime_vs_eager_unfused']:.2f}x unfused, "
+                  f"{g['runtime_vs_yolov5']:.2f}x YOLOv5)",
+                  f"{100 * g['all_heads_over_static']:+.1f}% (chaining alone {100 * (g.get('chain_over_static') or 0):+.1f}%)",
+                  f"{100 * g['exit1_saving']:.1f}% vs {100 * g['exit1_saving_macs']:.1f}%"] for s, g in doc["goals"].items()]
+    eq = [f"{r} at {s} px: maps within {e['max_abs_diff']:.1e} of torch, gate scores within {e['max_score_diff']:.1e}, "
+          f"{e['decisions_differ']} different exits" for s in sizes for r, e in doc["sizes"][s]["equivalence"].items()]
+    _runtime_chart(doc, figures / "runtimes.png")
+    return ["## 6. Deployment runtimes", "",
+            f"Network time per image (batch 1, {doc['threads']} threads, fp32; {doc['rounds']} rounds with every variant "
+            "once per round in random order, medians; ratio to dh-tune's fused eager static model, the torch runtime). "
+            "*YOLOv5 static* is YOLOv5's own layer-list forward loaded from the same YOLOv5-named state dict and "
+            "fused. Dynamic variants compute their gates: *exit 1* stops every image after head 1. Runtimes: "
+            + ", ".join(f"{k} {v}" for k, v in doc["runtimes"].items()) + ".", "",
+            *_table(["variant", *(f"{s} px" for s in sizes)], rows),
+            f"Goals, for the fastest installed runtime ({fastest}):", "",
+            *_table(["size", "static vs eager (goal <= 0.35x)", "all heads over static (<= 3%)",
+                     "exit-1 saving vs MACs (within 3 points)"], goal_rows),
+            *(f"- {line}" for line in eq), "",
+            f"![runtimes]({figures.name}/runtimes.png)", ""]
+
+
+def _runtime_chart(doc: dict, path: Path) -> None:
+    """Milliseconds of the static graph and the dynamic exits per runtime and size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sizes = list(doc["sizes"])
+    runtimes = list(doc["runtimes"])
+    kinds = ["static", "all heads", "exit 2", "exit 1"]
+    fig, axes = plt.subplots(1, len(sizes), figsize=(3.2 * len(sizes), 3.4), squeeze=False)
+    for ax, s in zip(axes[0], sizes):
+        ms = doc["sizes"][s]["ms"]
+        for k, kind in enumerate(kinds):
+            ax.bar([i + k * 0.2 for i in range(len(runtimes))], [ms[f"{r} {kind}"] for r in runtimes], width=0.2,
+                   label=kind)
+        ax.axhline(ms["YOLOv5 static (reference, fused)"], c="0.3", lw=1, ls="--", label="YOLOv5 static, eager")
+        ax.set_xticks([i + 0.3 for i in range(len(runtimes))])
+        ax.set_xticklabels(runtimes, fontsize=8)
+        ax.set_title(f"{s} px", fontsize=9)
+        ax.set_ylabel("ms / image (network)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def cost_section(cost: dict, throughput: dict) -> list[str]:
     c = cost["cache"]
     rows = [[f"({r['t1']:.2f}, {r['t2']:.2f})", f"{r['cache_ms']:.2f}", f"{r['rerun_ms']:.0f}", f"{r['ratio']:.0f}x",
@@ -188,13 +240,22 @@ def cost_section(cost: dict, throughput: dict) -> list[str]:
     worst = max(abs(r["error_pct"]) for r in c["rows"])
     tp = [[str(r["workers"]), f"{r['images_per_s']:.1f}", f"{r['epoch_time_s']:.1f}", f"{r['ratio']:.2f}x"]
           for r in throughput["rows"]]
-    return ["## 6. Search cost", "",
+    by_runtime = cost["cache"].get("latency_by_runtime", {})
+    runtime_rows = [[r, *(f"{x['predicted_ms']:.2f} / {x['measured_ms']:.2f} ({x['error_pct']:+.1f}%)" for x in v)]
+                    for r, v in by_runtime.items()]
+    profiles = [f"({x['t1']:.2f}, {x['t2']:.2f})" for x in next(iter(by_runtime.values()), [])]
+    runtime_lines = ["Predicted / measured ms per image (pre-processing, network, NMS) in each runtime, its own device "
+                     "table timed right before each measurement:", "",
+                     *_table(["runtime", *profiles], runtime_rows)] if by_runtime else []
+    return ["## 7. Search cost", "",
             f"One threshold profile scored from the exit cache vs running the model again for it ({c['images']} val "
             f"images at {c['imgsz']} px: forward, NMS, AP), and the latency the device table predicts vs the "
             f"measured mean of the dynamic model (largest error {worst:.1f}%). The machine's speed drifts, so each of "
             f"the {c.get('passes', 5)} passes times the device table right before each measurement; the error is the "
-            "median over passes of each pass's error.", "",
+            "median over passes of each pass's error. Measured in a process of its own with OMP_WAIT_POLICY=PASSIVE "
+            "(idle torch threads must not spin while another runtime runs), which slows eager torch itself.", "",
             *_table(["profile", "cache ms", "re-run ms", "ratio", "predicted ms", "measured ms", "error"], rows),
+            *runtime_lines,
             f"On a 1,000-image table (about {cost['synthetic_1000']['detections'] // 1000}k cached detections) one "
             f"profile takes {min(r['cache_ms'] for r in syn):.2f}-{max(r['cache_ms'] for r in syn):.2f} ms, "
             f"{min(r['ratio'] for r in syn):.0f}x or more faster than COCO AP on the same final boxes.", "",
@@ -242,6 +303,7 @@ def write(results: dict, path: Path, figures: Path) -> Path:
              *accuracy_section(results["accuracy"], search, results["static"], figures),
              *gate_parity_section(results["gate_parity"]),
              *tradeoff_section(search, figures), *dynamic_section(results["dynamic"], figures),
+             *(runtimes_section(results["runtimes"], figures) if "runtimes" in results else []),
              *cost_section(results["search_cost"], results["throughput"])]
     path.write_text("\n".join(lines))
     return path
@@ -278,9 +340,30 @@ def summary_rows(results: dict) -> list[list[str]]:
          ">= 1000x"],
         ["one profile, 1,000 images", f"{max(r['cache_ms'] for r in syn):.2f} ms", "< 5 ms"],
         ["predicted vs measured latency", f"{worst:.1f}% worst", "< 10%"],
+        *runtime_summary(results),
         ["Optuna vs exact grid hypervolume", _pct(cost["hv_ratio_min"]), ">= 99%"],
         ["training images/s, 1 vs 2 workers", " vs ".join(f"{r['images_per_s']:.0f}" for r in thr)
          + f" ({thr[-1]['ratio']:.2f}x)", "-"],
+    ]
+
+
+def runtime_summary(results: dict) -> list[list[str]]:
+    """README rows of the runtime goals: speed against eager torch, gate overhead, exit-1 saving, prediction."""
+    doc = results.get("runtimes")
+    if not doc:
+        return []
+    g = doc["goals"]
+    by_runtime = results["search_cost"]["cache"].get("latency_by_runtime", {})
+    worst = ", ".join(f"{r} {max(abs(x['error_pct']) for x in v):.1f}%" for r, v in by_runtime.items())
+    return [
+        [f"{doc['fastest']} static vs eager torch (fused)", ", ".join(f"{v['runtime_vs_eager_fused']:.2f}x @{s}"
+                                                                    for s, v in g.items()), "<= 0.35x"],
+        [f"{doc['fastest']}: all heads through the gates over its static graph",
+         ", ".join(f"{100 * v['all_heads_over_static']:+.1f}% @{s}" for s, v in g.items()), "<= 3%"],
+        [f"{doc['fastest']}: exit-1 saving vs MACs' prediction",
+         ", ".join(f"{100 * v['exit1_saving']:.1f}% vs {100 * v['exit1_saving_macs']:.1f}% @{s}" for s, v in g.items()),
+         "within 3 points at 320 and 640"],
+        *([["predicted vs measured latency per runtime", worst, "< 10% each"]] if worst else []),
     ]
 
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(HERE))  # the sibling bench_* scripts
 import bench_dynamic_vs_static  # noqa: E402
 import bench_gate_parity  # noqa: E402
 import bench_profile_eval  # noqa: E402
-import bench_search_cost  # noqa: E402
 import bench_train_throughput  # noqa: E402
 import results_page  # noqa: E402
 
@@ -34,9 +33,12 @@ QUICK = {"data": {"imgsz": 128, "synth": {"train": 600, "val": 150}},
          "search": {"trials": 2, "deploy_imgsz": [96, 128, 160]}}
 ESTIMATE_MIN = {True: 10, False: 55}
 SECTIONS = ("table2", "table1", "search", "static", "gate_parity", "throughput", "accuracy", "dynamic",
-            "search_cost")
+            "runtimes", "search_cost")
 # Input sizes of the dynamic-vs-static section and epochs of the gate-parity trainings, per mode.
 DYNAMIC_SIZES = {True: [128, 224], False: [224, 320, 640]}
+# Sizes and rounds of the runtimes section, and the runtimes whose latency prediction is checked, per mode.
+RUNTIME_SIZES = {True: [128], False: [224, 320, 640]}
+RUNTIME_ROUNDS = {True: 10, False: 40}
 PARITY_EPOCHS = {True: 4, False: 8}
 
 
@@ -47,12 +49,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="pipeline the model is trained and searched with (default: quickstart)")
     p.add_argument("--data", default=None, help="also tabulate this dataset in Table 1 (YOLO YAML, COCO JSON, TT100K root)")
     p.add_argument("--budget-ms", type=float, action="append", dest="budgets", default=None,
-                   help="latency budgets of the search (default: 5, 7, 10 and 20 ms: where gates and static networks compete on 2 cores)")
+                   help="latency budgets of the search (default: 3, 4, 6 and 10 ms: where gates and static networks compete "
+                        "on 2 cores under ONNX Runtime, the default runtime)")
     p.add_argument("--out", type=Path, default=None, help="working folder (default: runs/benchmarks/<quick|full>)")
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="results page to write")
     p.add_argument("--readme", default=str(HERE.parent / "README.md"),
                    help="README whose results table is refreshed ('' to leave it alone)")
     p.add_argument("--fresh", action="store_true", help="measure every section again")
+    p.add_argument("--redo", nargs="+", default=[], choices=SECTIONS, metavar="SECTION",
+                   help=f"measure these sections again, keep the others ({', '.join(SECTIONS)})")
     return p.parse_args(argv)
 
 
@@ -171,13 +176,15 @@ def accuracy(search_doc: dict, static_doc: dict, figures: Path) -> dict:
 
 
 def middle_profile(search_doc: dict) -> dict:
-    """The feasible profile of the budget nearest 20 ms (the '20 ms class'), else the first budget's."""
+    """The feasible profile of the budget nearest the geometric middle of the budgets, else the first budget's."""
     feasible = [b for b in search_doc["budgets"] if b["feasible"]] or search_doc["budgets"]
-    return min(feasible, key=lambda b: abs(b["budget_ms"] - 20.0))
+    budgets = [b["budget_ms"] for b in search_doc["budgets"]]
+    middle = (min(budgets) * max(budgets)) ** 0.5
+    return min(feasible, key=lambda b: abs(b["budget_ms"] - middle))
 
 
 def dynamic(search_doc: dict, images: int, sizes: list[int]) -> dict:
-    """Dynamic vs static vs oracle latency at several sizes, for the best gated profile of the 20 ms-class budget
+    """Dynamic vs static vs oracle latency at several sizes, for the best gated profile of the middle budget
     (its thresholds and its model; the base model's gates at 0.5 when no gated profile fits)."""
     b = middle_profile(search_doc)
     best = (b.get("comparison") or {}).get("best_dynamic")
@@ -199,16 +206,38 @@ def gate_parity(pipeline, out: Path, epochs: int) -> dict:
     return {"epochs": epochs, "rows": rows}
 
 
-def search_cost(search_doc: dict, images: int) -> dict:
+def search_cost(search_doc: dict, images: int, quick: bool, out: Path) -> dict:
     """Cached profile evaluation vs re-running the model, predicted vs measured latency, Optuna vs grid."""
     from dh_tune.profiles import load_profile
 
     b = middle_profile(search_doc)
     prof = load_profile(b["profile"])
     profiles = [prof.thresholds, (0.0, 0.0), (0.5, 0.5), (0.3, 0.7), (1.0, 1.0)]
-    cost = bench_search_cost.measure(prof.checkpoint_path(), profiles, images=images, imgsz=prof.imgsz)
+    from dh_tune.runtimes import fastest_installed, installed
+
+    runtimes = ("torch", fastest_installed()) if quick else tuple(installed())
+    cost = _in_own_process("bench_search_cost.py", out / "search_cost.json", "--checkpoint", str(prof.checkpoint_path()),
+                           "--profiles", ";".join(f"{t1},{t2}" for t1, t2 in profiles), "--images", str(images),
+                           "--imgsz", str(prof.imgsz), "--runtimes", *dict.fromkeys(runtimes))
     return {"cache": cost, "synthetic_1000": bench_profile_eval.measure(images=1000),
             "hv_ratio_min": search_doc["hv_ratio_min"]}
+
+
+def runtimes(search_doc: dict, out: Path, sizes: list[int], rounds: int) -> dict:
+    """Each runtime against eager PyTorch and YOLOv5's static graph (benchmarks/bench_runtimes.py), run in a
+    process of its own: its thread settings (OMP_WAIT_POLICY, ONNX Runtime's pool) are per process."""
+    return _in_own_process("bench_runtimes.py", out / "runtimes.json", "--checkpoint", search_doc["base_checkpoint"],
+                           "--sizes", *map(str, sizes), "--rounds", str(rounds))
+
+
+def _in_own_process(script: str, store: Path, *args: str) -> dict:
+    """Run a timing script in a fresh process (thread-pool settings are per process) and read its JSON."""
+    import subprocess
+
+    cmd = [sys.executable, str(HERE / script), *args, "--json", str(store)]
+    if subprocess.run(cmd).returncode != 0:
+        raise ValueError(f"benchmarks/{script} failed (its error is printed above)")
+    return json.loads(store.read_text())
 
 
 # --- driver -----------------------------------------------------------------------------------
@@ -225,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     if args.quick:
         pipeline = pipeline.with_overrides(**QUICK)
-    budgets = sorted(set(args.budgets or [5.0, 7.0, 10.0, 20.0]))
+    budgets = sorted(set(args.budgets or [3.0, 4.0, 6.0, 10.0]))
     out = (args.out or Path("runs/benchmarks") / mode).resolve()
     figures = args.results.parent / "results"
     if args.fresh and out.exists():
@@ -233,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     store = out / "results.json"
     results = json.loads(store.read_text()) if store.is_file() else {}
+    for name in args.redo:
+        results.pop(name, None)
     started = time.time()
     _log(f"{mode} run: {pipeline.name} pipeline, budgets {budgets} ms, working folder {out}; "
          f"expect about {ESTIMATE_MIN[args.quick]} minutes on 2 cores"
@@ -247,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": lambda: accuracy(results["search"], results["static"], figures),
         "gate_parity": lambda: gate_parity(pipeline, out, PARITY_EPOCHS[args.quick]),
         "dynamic": lambda: dynamic(results["search"], images, DYNAMIC_SIZES[args.quick]),
-        "search_cost": lambda: search_cost(results["search"], min(images, 150)),
+        "runtimes": lambda: runtimes(results["search"], out, RUNTIME_SIZES[args.quick], RUNTIME_ROUNDS[args.quick]),
+        "search_cost": lambda: search_cost(results["search"], min(images, 150), args.quick, out),
     }
     from dh_tune.data import DataError
     from dh_tune.train.checkpoint import CheckpointError

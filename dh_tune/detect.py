@@ -20,7 +20,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dh_tune.detect", description=__doc__.split(":", 1)[1].strip())
     p.add_argument("sources", nargs="+", type=Path, help="images or folders of images")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the profile's own copy)")
-    p.add_argument("--profile", type=Path, default=None, help="threshold profile JSON from dh_tune.search")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="threshold profile JSON from dh_tune.search, or a folder from dh_tune.export")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime with --profile (default: the one the profile was chosen with); without: torch")
+    p.add_argument("--any-runtime", action="store_true", help="run a profile under another runtime than its own")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of onnxruntime/openvino (default: theirs)")
     p.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("T1", "T2"),
                    help="gate thresholds without a profile (default 0.5 0.5)")
     p.add_argument("--imgsz", type=int, default=None, help="input size without a profile (default: training size)")
@@ -48,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from .data.images import list_images, read_image
     from .model import NMSConfig
     from .predict import Predictor
+    from .export.dhnet_runtime import DeploymentError
     from .profiles import ProfileError
+    from .runtimes import RuntimeChoiceError
     from .train.checkpoint import CheckpointError
 
     nms = NMSConfig(conf=args.conf, iou=0.45, max_det=300, multi_label=False)
@@ -56,13 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.profile is not None:
             if args.thresholds or args.imgsz:
                 raise ValueError("--thresholds and --imgsz come from the profile; leave them out with --profile")
-            predictor = Predictor.from_profile(args.profile, args.checkpoint, nms=nms)
+            predictor = Predictor.from_profile(args.profile, args.checkpoint, nms=nms, runtime=args.runtime,
+                                               allow_other_runtime=args.any_runtime, threads=args.threads)
         elif args.checkpoint is not None:
+            if args.runtime not in (None, "torch"):
+                raise ValueError("--runtime onnxruntime/openvino runs a profile: give --profile")
             predictor = Predictor.from_checkpoint(args.checkpoint, args.imgsz, tuple(args.thresholds or (0.5, 0.5)),
                                                   nms=nms)
         else:
             raise ValueError("give --checkpoint or --profile")
-    except (ProfileError, CheckpointError, ValueError) as exc:
+    except (ProfileError, CheckpointError, DeploymentError, RuntimeChoiceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     files: list[Path] = []
@@ -89,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                         "detections": [{"box_xyxy": [float(v) for v in b], "score": float(s), "class": int(c),
                                         "name": predictor.names[int(c)]}
                                        for b, s, c in zip(d.boxes, d.scores, d.classes)]})
-        print(f"{f.name}: exit after head {pred.exit_level}, {len(d)} objects, {pred.time_ms:.1f} ms")
+        print(f"{f.name}: exit after head {pred.exit_level}, {len(d)} objects, {pred.time_ms:.1f} ms ({predictor.runtime})")
     (args.out / "detections.json").write_text(json.dumps(results, indent=1))
     print(f"wrote {len(results)} annotated images and detections.json to {args.out}")
     return 0

@@ -23,7 +23,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=60, help="timed repeats after warm-up (default 60)")
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up repeats (default 10)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="stop repeating after this long (default 60)")
-    p.add_argument("--gpu", action="store_true", help="measure on the CUDA device")
+    p.add_argument("--image", type=Path, default=None,
+                   help="a representative input frame: pre-processing and NMS are timed on it (default: noise "
+                        "at the input size, so no resize is timed)")
+    p.add_argument("--gpu", action="store_true", help="measure on the CUDA device (torch runtime)")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime to time the parts in (default: the fastest installed; torch: eager PyTorch)")
     p.add_argument("--out", type=Path, required=True, help="where to write the table, e.g. devices/jetson-orin.json")
     return p.parse_args(argv)
 
@@ -32,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .latency.measure import latency_table
     from .model import DHNet
+    from .runtimes import RuntimeChoiceError, resolve
     from .train.checkpoint import CheckpointError, file_sha256, load_model
 
     if args.imgsz <= 0 or args.imgsz % 32:
@@ -42,21 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sha = None
     try:
+        runtime = resolve(args.runtime)
+        frame = None
+        if args.image is not None:
+            from .data.images import read_image
+
+            frame = read_image(args.image) if args.image.is_file() else None
+            if frame is None:
+                raise ValueError(f"{args.image}: not a readable image")
+        if args.gpu and runtime != "torch":
+            raise ValueError(f"--gpu times the torch runtime; leave out --gpu or use --runtime torch (not {runtime})")
         if args.checkpoint is not None:
             model, _ = load_model(args.checkpoint)
             sha = file_sha256(args.checkpoint)
         else:
             scale = args.scale if "," not in args.scale else tuple(float(v) for v in args.scale.split(","))
             model = DHNet(scale, nc=args.nc)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, RuntimeChoiceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if args.gpu else "cpu")
     table = latency_table(model, args.imgsz, device=device, threads=args.threads, batch=args.batch,
                           repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds,
-                          checkpoint_sha256=sha)
+                          checkpoint_sha256=sha, runtime=runtime, image=frame)
     table.save(args.out)
-    print(f"{table.device_name}, input {args.imgsz}, batch {args.batch}")
+    print(f"{table.device_name}, {runtime} {table.runtime['version']}, input {args.imgsz}, batch {args.batch}")
     for name, part in table.parts.items():
         print(f"  {name:<10} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms   ({part.repeats} runs)")
     exits = table.exit_cost_ms("median")

@@ -21,6 +21,9 @@ SCHEMA_VERSION = 1
 KIND = "dh-tune-profile"
 
 _NUM = {"type": "number"}
+_RUNTIME = {"type": "object", "required": ["name", "version"], "additionalProperties": False,
+            "properties": {"name": {"enum": ["torch", "onnxruntime", "openvino"]}, "version": {"type": "string"}}}
+"""The runtime whose timings a profile was chosen with (absent in older profiles: torch)."""
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dh-tune threshold profile",
@@ -33,7 +36,8 @@ SCHEMA: dict[str, Any] = {
         "kind": {"const": KIND},
         "device": {"type": "object", "required": ["name", "table_digest"], "additionalProperties": True,
                    "properties": {"name": {"type": "string", "minLength": 1},
-                                  "table_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+                                  "table_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                                  "runtime": _RUNTIME}},
         "budget_ms": {"type": "number", "exclusiveMinimum": 0},
         "feasible": {"type": "boolean"},
         "note": {"type": "string"},
@@ -98,6 +102,11 @@ class Profile:
         return int(self.doc["imgsz"])
 
     @property
+    def runtime(self) -> str:
+        """The runtime the profile's latency was measured in (profiles without the field: torch)."""
+        return str(self.doc["device"].get("runtime", {}).get("name", "torch"))
+
+    @property
     def checkpoint_sha256(self) -> str:
         return self.doc["training"]["checkpoint"]["sha256"]
 
@@ -115,7 +124,8 @@ def validate(doc: Any, source: str) -> None:
         raise ProfileError(f"{source}: invalid profile at {where}: {' '.join(error.message.split())[:200]}")
 
 
-def make_profile(*, device_name: str, table_digest: str, budget_ms: float, feasible: bool, candidate: dict,
+def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str], budget_ms: float, feasible: bool,
+                 candidate: dict,
                  metric: str, hyperparameters: dict, checkpoint_rel: str, checkpoint_sha256: str,
                  model: dict, note: str | None = None, extra_training: dict | None = None,
                  comparison: dict | None = None) -> dict[str, Any]:
@@ -128,7 +138,7 @@ def make_profile(*, device_name: str, table_digest: str, budget_ms: float, feasi
     level = static_exit(t1, t2)
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": KIND,
-        "device": {"name": device_name, "table_digest": table_digest},
+        "device": {"name": device_name, "table_digest": table_digest, "runtime": dict(runtime)},
         "budget_ms": float(budget_ms), "feasible": bool(feasible),
         "thresholds": [float(candidate["t1"]), float(candidate["t2"])], "imgsz": int(candidate["imgsz"]),
         "metric": metric,

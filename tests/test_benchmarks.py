@@ -90,14 +90,15 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tmp_path, monkeypatch
 
     page = results.read_text()
     for heading in ("Model cost (paper Table 2)", "Dataset (paper Table 1)", "Accuracy", "Speed/accuracy",
-                    "Dynamic vs static", "Search cost"):
+                    "Dynamic vs static", "Deployment runtimes", "Search cost"):
         assert heading in page
     assert "-0.65M (34.7%)" in page  # the paper's Table 2 value, labelled beside ours
-    for png in ("figure5_gates.png", "figure7_thresholds.png", "pareto_front.png", "dynamic_vs_static.png"):
+    for png in ("figure5_gates.png", "figure7_thresholds.png", "pareto_front.png", "dynamic_vs_static.png",
+                "runtimes.png"):
         assert (results.parent / "results" / png).stat().st_size > 1000
     text = readme.read_text()
     assert "old" not in text and text.startswith("# project") and text.rstrip().endswith("## After")
-    assert "Optuna vs exact grid hypervolume" in text
+    assert "Optuna vs exact grid hypervolume" in text and "predicted vs measured latency per runtime" in text
 
     stored = json.loads((tmp_path / "work" / "results.json").read_text())
     assert stored["search"]["trials"] == 2

@@ -13,6 +13,8 @@ from dh_tune.profiles import ProfileError, check_checkpoint, load_profile, make_
 from dh_tune.search.inner import DeploymentSpace, front_of, inner_search
 from dh_tune.search.space import SearchSpaceError, load_space, loss_overrides
 
+TORCH = {"name": "torch", "version": "2.13.0"}
+
 
 def _candidate(**kw) -> dict:
     base = {"imgsz": 128, "t1": 0.4, "t2": 0.6, "ap50": 0.5, "ap50_95": 0.3, "latency_ms": 10.0,
@@ -21,7 +23,8 @@ def _candidate(**kw) -> dict:
 
 
 def _profile(sha: str = "a" * 64) -> dict:
-    return make_profile(device_name="Test CPU", table_digest="b" * 64, budget_ms=20, feasible=True,
+    return make_profile(device_name="Test CPU", table_digest="b" * 64, runtime=TORCH,
+                        budget_ms=20, feasible=True,
                         candidate=_candidate(), metric="ap50_95", hyperparameters={"gate_lambda": 0.2},
                         checkpoint_rel="checkpoints/x.pt", checkpoint_sha256=sha, model={"scale": [0.33, 0.25], "nc": 3})
 

@@ -17,6 +17,7 @@ import yaml
 
 from conftest import tiny_pipeline_doc
 from dh_tune.profiles import load_profile
+from dh_tune.runtimes import fastest_installed
 from dh_tune.search.__main__ import main as search_main
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,7 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
     assert [b["budget_ms"] for b in index["budgets"]] == [3.0, 60.0]
     for b in index["budgets"]:
         prof = load_profile(device_dir / b["file"])
+        assert prof.runtime == fastest_installed() != "torch"  # timed in the fastest installed runtime by default
         assert prof.checkpoint_path().is_file()
         assert prof.doc["budget_ms"] == b["budget_ms"]
         assert prof.doc["configuration"]["kind"] in ("static", "dynamic") and "comparison" in prof.doc
@@ -80,6 +82,7 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
     assert sorted(float(r.data.tags["budget_ms"]) for r in profiles) == [3.0, 60.0]
     for r in profiles:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.data.tags["device"]
+        assert r.data.tags["runtime"] == fastest_installed()
         assert {"t1", "t2", "imgsz"} <= set(r.data.params) and "latency_mean_ms" in r.data.metrics
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert any(n.endswith(".json") for n in names) and "pareto_front.png" in names
@@ -130,7 +133,7 @@ def test_search_logs_to_a_real_mlflow_server(trained_tiny, tiny_dataset, tmp_pat
         pipeline = _write_pipeline(tmp_path, tiny_dataset)
         out = tmp_path / "search"
         assert search_main(["--budget-ms", "50", "--checkpoint", str(trained_tiny), "--pipeline", str(pipeline),
-                            "--out", str(out), "--tracking-uri", base]) == 0
+                            "--out", str(out), "--tracking-uri", base, "--runtime", "torch"]) == 0
         exp = _get(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=tiny")["experiment"]
         runs = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                           "filter": "tags.pareto = 'true'"})["runs"]
@@ -148,8 +151,10 @@ def test_unreachable_tracking_server_still_exports_profiles(trained_tiny, tiny_d
     pipeline = _write_pipeline(tmp_path, tiny_dataset)
     out = tmp_path / "search"
     assert search_main(["--budget-ms", "50", "--checkpoint", str(trained_tiny), "--pipeline", str(pipeline),
-                        "--out", str(out), "--tracking-uri", f"http://127.0.0.1:{_free_port()}"]) == 0
-    assert list((out / "profiles").glob("*/budget-50ms.json"))
+                        "--out", str(out), "--tracking-uri", f"http://127.0.0.1:{_free_port()}",
+                        "--runtime", "torch"]) == 0
+    (profile,) = (out / "profiles").glob("*/budget-50ms.json")
+    assert load_profile(profile).runtime == "torch"  # --runtime torch keeps eager PyTorch timings
     assert "MLflow" in capsys.readouterr().err
 
 
@@ -166,7 +171,8 @@ def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tiny_dat
     pipeline.write_text(yaml.safe_dump(doc))
     out = tmp_path / "search"
     # The first trial is the paper's point (lambda 0.2); the second samples the bad range and fails.
-    assert search_main(["--budget-ms", "50", "--pipeline", str(pipeline), "--out", str(out), "--no-mlflow"]) == 0
+    assert search_main(["--budget-ms", "50", "--pipeline", str(pipeline), "--out", str(out), "--no-mlflow",
+                        "--runtime", "torch"]) == 0
     docs = {d["status"]: d for d in (json.loads(p.read_text()) for p in (out / "trials").glob("*/result.json"))}
     assert set(docs) == {"finished", "failed"}
     failed = docs["failed"]

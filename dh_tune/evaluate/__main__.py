@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--imgsz", type=int, default=None, help="network input size (default: the training size)")
     p.add_argument("--device-table", type=Path, default=None, help="latency table of the target device "
                                                                      "(default: measure this machine)")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime this machine is timed in without --device-table (default: the fastest installed)")
     p.add_argument("--plots", type=Path, default=None, help="write Figure 5 (gates) and Figure 7 (thresholds) PNGs here")
     return p.parse_args(argv)
 
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..data import DataError, dh_tune_home, load_dataset
     from ..gating import gates_computed
     from ..latency import LatencyTable, LatencyTableError, expected_latency
+    from ..data.images import read_image
+    from ..runtimes import resolve
     from ..search.deploy import local_latency_tables
     from ..train.checkpoint import CheckpointError, file_sha256, load_model
     from .cache import cached_exit_table
@@ -60,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: {args.device_table} was measured at {latency.model['imgsz']} px, evaluating at {imgsz}",
                       file=sys.stderr)
         else:
-            latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices")[imgsz]
+            frame = next((img for img in map(read_image, (r.path for r in records[:20])) if img is not None), None)
+            latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", runtime=resolve(args.runtime),
+                                           image=frame)[imgsz]
     except (CheckpointError, DataError, LatencyTableError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

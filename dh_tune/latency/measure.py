@@ -8,6 +8,7 @@ from __future__ import annotations
 import platform
 import re
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import numpy as np
@@ -31,17 +32,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_info(device: torch.device, threads: int) -> dict:
-    """What identifies the device a table was measured on."""
+def device_info(device: torch.device, threads: int, runtime: str = "torch") -> dict:
+    """What identifies the device a table was measured on, and the runtime it was timed in."""
+    from ..runtimes import version
+
     info = {"kind": device.type, "threads": threads, "interop_threads": torch.get_num_interop_threads(),
             "torch": torch.__version__, "cpu_model": cpu_model(), "platform": platform.platform(),
-            "hostname": platform.node()}
+            "hostname": platform.node(), "runtime": {"name": runtime, "version": version(runtime) or "unknown"}}
     if device.type == "cuda":
         info["cuda_device"] = torch.cuda.get_device_name(device)
         info["name"] = info["cuda_device"]
     else:
         info["cuda_device"] = None
         info["name"] = f"{info['cpu_model']} ({threads} threads)"
+    if runtime != "torch":  # profiles are filed by device name: one folder per runtime
+        info["name"] = f"{info['name'][:-1]}, {runtime})" if info["name"].endswith(")") else f"{info['name']} ({runtime})"
     return info
 
 
@@ -63,75 +68,111 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-@torch.inference_mode()
-def measure_parts(model: DHNet, imgsz: int, *, device: torch.device, batch: int = 1, repeats: int = 60,
-                  warmup: int = 10, max_seconds: float = 30.0, source_size: tuple[int, int] | None = None,
-                  nms: NMSConfig = DEPLOY_NMS, seed: int = 0) -> dict[str, list[float]]:
-    """Milliseconds of each part for `repeats` runs (fewer if max_seconds runs out, at least 5).
+Step = Callable[[], None]
 
-    The model is timed inference-folded (Conv+BN fused), as every deployment path runs it.
+
+def timing_image(imgsz: int, image: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """The frame a table is timed on: `image` when given (a representative one: its size sets the resize
+    cost of pre-processing, its content the NMS load), else uniform noise of the input size."""
+    if image is not None:
+        return image
+    return np.random.default_rng(seed).integers(0, 255, (imgsz, imgsz, 3), dtype=np.uint8)
+
+
+def time_steps(steps: list[Step], *, repeats: int, warmup: int, max_seconds: float,
+               sync: Step = lambda: None) -> dict[str, list[float]]:
+    """Milliseconds of each step (one per part, in PARTS order) over `repeats` runs of the whole pipeline.
+
+    Fewer repeats are kept when max_seconds runs out (at least 5). `sync` waits for queued device work.
     """
-    model = model.to(device).eval().fused()
-    h, w = source_size or (imgsz, imgsz)
-    img = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
     times: dict[str, list[float]] = {p: [] for p in PARTS}
     start = time.perf_counter()
     for r in range(warmup + repeats):
-        stamps = []
-
-        def tick() -> None:
-            _sync(device)
+        sync()
+        stamps = [time.perf_counter_ns()]
+        for step in steps:
+            step()
+            sync()
             stamps.append(time.perf_counter_ns())
-
-        tick()
-        x = preprocess(img, imgsz, device)
-        if batch > 1:
-            x = x.expand(batch, -1, -1, -1).contiguous()
-        tick()
-        s1 = model.stage1(x)
-        tick()
-        torch.sigmoid(model.gate_logit(0, s1.p3))
-        tick()
-        p4, p4_map = model.stage2(s1.p3, s1.lateral14)
-        tick()
-        torch.sigmoid(model.gate_logit(1, p4))
-        tick()
-        p5_map = model.stage3(p4, s1.lateral10)
-        tick()
-        postprocess([s1.p3_map, p4_map, p5_map], model.anchors_px, model.strides, nms)
-        tick()
         if r >= warmup:
             for part, (a, b) in zip(PARTS, zip(stamps, stamps[1:])):
-                times[part].append((b - a) / 1e6 / batch)
+                times[part].append((b - a) / 1e6)
             if time.perf_counter() - start > max_seconds and r - warmup + 1 >= 5:
                 break
     return times
 
 
+@torch.inference_mode()
+def measure_parts(model: DHNet, imgsz: int, *, device: torch.device, batch: int = 1, repeats: int = 60,
+                  warmup: int = 10, max_seconds: float = 30.0, image: np.ndarray | None = None,
+                  nms: NMSConfig = DEPLOY_NMS, seed: int = 0) -> dict[str, list[float]]:
+    """Milliseconds per image of each part in eager PyTorch for `repeats` runs (fewer if max_seconds runs out).
+
+    The model is timed inference-folded (Conv+BN fused), as every deployment path runs it. `image` (BGR) is
+    the frame pre-processing and NMS are timed on (default: noise at the input size, nothing to resize).
+    """
+    model = model.to(device).eval().fused()
+    img = timing_image(imgsz, image, seed)
+    env: dict = {}
+
+    def pre() -> None:
+        x = preprocess(img, imgsz, device)
+        env["x"] = x.expand(batch, -1, -1, -1).contiguous() if batch > 1 else x
+
+    def stage1() -> None:
+        env["s1"] = model.stage1(env["x"])
+
+    def stage2() -> None:
+        env["p4"], env["p4_map"] = model.stage2(env["s1"].p3, env["s1"].lateral14)
+
+    def stage3() -> None:
+        env["p5_map"] = model.stage3(env["p4"], env["s1"].lateral10)
+
+    steps = [pre, stage1, lambda: torch.sigmoid(model.gate_logit(0, env["s1"].p3)), stage2,
+             lambda: torch.sigmoid(model.gate_logit(1, env["p4"])), stage3,
+             lambda: postprocess([env["s1"].p3_map, env["p4_map"], env["p5_map"]], model.anchors_px, model.strides, nms)]
+    times = time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds, sync=lambda: _sync(device))
+    return {part: [t / batch for t in v] for part, v in times.items()}
+
+
 def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = None, threads: int | None = None,
                   batch: int = 1, repeats: int = 60, warmup: int = 10, max_seconds: float = 30.0,
-                  checkpoint_sha256: str | None = None, scale_name: str | None = None) -> LatencyTable:
-    """Measure this device and return its latency table for this model and image size."""
+                  checkpoint_sha256: str | None = None, scale_name: str | None = None,
+                  runtime: str = "torch", image: np.ndarray | None = None) -> LatencyTable:
+    """Measure this device in `runtime` (torch, onnxruntime, openvino) and return its latency table.
+
+    Deployment runtimes run on the CPU at batch 1 with `threads` threads (default: torch's thread count).
+    """
     device = device or torch.device("cpu")
+    if runtime != "torch" and (device.type != "cpu" or batch != 1):
+        raise ValueError(f"runtime {runtime} is timed on the CPU at batch 1")
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         t0 = time.perf_counter()
-        times = measure_parts(model, imgsz, device=device, batch=batch, repeats=repeats, warmup=warmup,
-                              max_seconds=max_seconds)
-        seconds = time.perf_counter() - t0
         used_threads = torch.get_num_threads()
+        if runtime == "torch":
+            times = measure_parts(model, imgsz, device=device, batch=batch, repeats=repeats, warmup=warmup,
+                                  max_seconds=max_seconds, image=image)
+        else:
+            from .runtime_parts import measure_parts_runtime
+
+            times = measure_parts_runtime(model, imgsz, runtime, threads=used_threads, repeats=repeats,
+                                          warmup=warmup, max_seconds=max_seconds, image=image)
+        seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(previous)
     parts = {p: PartTiming(median_ms=float(np.median(v)), p90_ms=float(np.percentile(v, 90)), repeats=len(v),
                            mean_ms=float(np.mean(v)), min_ms=float(np.min(v))) for p, v in times.items()}
     return LatencyTable(
-        device=device_info(device, used_threads),
+        device=device_info(device, used_threads, runtime),
         model={"scale": scale_name or [model.scale.depth, model.scale.width], "nc": model.nc, "imgsz": imgsz,
                "batch": batch, "checkpoint_sha256": checkpoint_sha256},
         parts=parts,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measurement={"warmup": warmup, "interleaved": True, "synchronized": device.type == "cuda", "fused": True,
-                     "dh_tune": __version__, "seconds": round(seconds, 3)},
+                     "dh_tune": __version__, "seconds": round(seconds, 3), "runtime": runtime,
+                     "frame": {"width": int(timing_image(imgsz, image).shape[1]),
+                               "height": int(timing_image(imgsz, image).shape[0]), "noise": image is None}},
     )

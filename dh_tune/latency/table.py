@@ -69,6 +69,11 @@ SCHEMA: dict[str, Any] = {
                 "cuda_device": {"type": ["string", "null"]},
                 "platform": {"type": "string"},
                 "hostname": {"type": "string"},
+                "runtime": {
+                    "type": "object", "required": ["name", "version"], "additionalProperties": False,
+                    "properties": {"name": {"enum": ["torch", "onnxruntime", "openvino"]},
+                                   "version": {"type": "string", "minLength": 1}},
+                },
             },
             "additionalProperties": True,  # descriptive; further facts about the device are welcome
         },
@@ -204,6 +209,11 @@ class LatencyTable:
         Profiles are filed under it, so a table measured elsewhere keeps its own name.
         """
         return str(self.device["name"])
+
+    @property
+    def runtime(self) -> dict[str, str]:
+        """Name and version of the runtime the parts were timed in (tables without the field: torch)."""
+        return dict(self.device.get("runtime") or {"name": "torch", "version": str(self.device["torch"]).split("+")[0]})
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of this table (schema version included).

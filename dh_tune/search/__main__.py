@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="latency table measured on the target device (python -m dh_tune.profile_device); "
                         "repeat for several image sizes. Default: this machine, timed once per model "
                         "architecture and size and kept under $DH_TUNE_HOME/devices")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,
+                   help="runtime the device is timed in, and the profiles are for (default: the fastest "
+                        "installed, or the one the --device-table files were timed in; torch: eager PyTorch)")
     p.add_argument("--remeasure", action="store_true", help="time this machine afresh instead of reusing its tables")
     p.add_argument("--checkpoint", type=Path, default=None, help="skip training: search thresholds for this checkpoint")
     p.add_argument("--metric", choices=["ap50", "ap50_95"], default=None, help="AP to maximise (default: pipeline, ap50_95)")
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..latency import LatencyTableError
     from ..pipeline import PipelineError, load_pipeline
     from ..ray_setup import ResourceError
+    from ..runtimes import RuntimeChoiceError
     from ..train.checkpoint import CheckpointError
     from .driver import SearchRequest, run_search
     from .space import SearchSpaceError
@@ -60,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         req = SearchRequest(pipeline=pipeline, budgets=sorted(set(args.budgets)), out=out, trials=args.trials,
                             device_tables=args.device_tables, checkpoint=args.checkpoint,
                             ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow,
-                            remeasure=args.remeasure)
+                            remeasure=args.remeasure, runtime=args.runtime)
         run_search(req)
     except (PipelineError, DataError, ResourceError, CheckpointError, LatencyTableError, SearchSpaceError,
-            ValueError) as exc:
+            RuntimeChoiceError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

@@ -3,11 +3,13 @@ device's latency table for each size (measured here once, or read from --device-
 """
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data import ImageRecord
@@ -25,33 +27,53 @@ def arch_key(model: DHNet) -> str:
 
 
 def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *, threads: int | None = None,
-                         max_seconds: float = 5.0, remeasure: bool = False,
-                         progress: bool = True) -> dict[int, LatencyTable]:
-    """This device's table per size, measured once per architecture, size and torch version and reused
-    from cache_dir (shared by every search on this machine unless `remeasure` asks for fresh timings)."""
-    name = slug(device_info(torch.device("cpu"), threads or torch.get_num_threads())["name"])
-    version = slug(torch.__version__)
+                         max_seconds: float = 5.0, remeasure: bool = False, runtime: str = "torch",
+                         image: np.ndarray | None = None, progress: bool = True) -> dict[int, LatencyTable]:
+    """This device's table per size in `runtime`, measured once per architecture, size, runtime version and
+    timing frame and reused from cache_dir (shared by every search on this machine unless `remeasure`).
+
+    `image` is a representative frame (a validation image): its size sets the resize cost of pre-processing.
+    """
+    info = device_info(torch.device("cpu"), threads or torch.get_num_threads(), runtime)
+    name = slug(info["name"])
+    version = slug(torch.__version__) if runtime == "torch" else slug(f"{runtime}-{info['runtime']['version']}")
     out: dict[int, LatencyTable] = {}
     for s in sizes:
-        path = Path(cache_dir) / f"{name}-torch-{version}-{arch_key(model)}-fused-{s}.json"
+        prefix = "torch-" if runtime == "torch" else ""  # torch tables keep the name they always had
+        frame = "" if image is None else f"-frame{image.shape[1]}x{image.shape[0]}-{_digest(image)}"
+        path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-fused-{s}{frame}.json"
         if path.is_file() and not remeasure:
             out[s] = LatencyTable.load(path)
             if progress:
                 print(f"device table for {s}x{s} reused from {path}", file=sys.stderr, flush=True)
             continue
         if progress:
-            print(f"measuring this device at {s}x{s} ...", file=sys.stderr, flush=True)
-        table = latency_table(model, s, threads=threads, repeats=40, max_seconds=max_seconds)
+            print(f"measuring this device at {s}x{s} in {runtime} ...", file=sys.stderr, flush=True)
+        table = latency_table(model, s, threads=threads, repeats=40, max_seconds=max_seconds, runtime=runtime,
+                              image=image)
         table.save(path)
         out[s] = table
     return out
 
 
-def tables_from_files(paths: Sequence[str | Path], sizes: Sequence[int]) -> dict[int, LatencyTable]:
-    """Tables measured elsewhere, keyed by the image size each was measured at (only the wanted sizes)."""
+def _digest(image: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()[:10]
+
+
+def tables_from_files(paths: Sequence[str | Path], sizes: Sequence[int],
+                      runtime: str | None = None) -> dict[int, LatencyTable]:
+    """Tables measured elsewhere, keyed by the image size each was measured at (only the wanted sizes).
+
+    All must be timed in one runtime, `runtime` when it is given.
+    """
     tables: dict[int, LatencyTable] = {}
     for p in paths:
         t = LatencyTable.load(p)
+        timed_in = t.runtime["name"]
+        if runtime is not None and timed_in != runtime:
+            raise ValueError(f"{p}: timed in {timed_in}, not in --runtime {runtime} "
+                             f"(measure it with python -m dh_tune.profile_device --runtime {runtime})")
+        runtime = timed_in
         tables[int(t.model["imgsz"])] = t
     return {s: t for s, t in tables.items() if s in sizes}
 

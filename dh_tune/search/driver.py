@@ -15,6 +15,7 @@ from ..data.cache import dh_tune_home
 from ..latency import LatencyTable
 from ..model import DHNet
 from ..pipeline import Pipeline
+from ..runtimes import resolve as resolve_runtime, version as runtime_version
 from ..tracking import resolve_tracking_uri, start_run, SafeLogger
 from ..train.checkpoint import load_checkpoint, load_model
 from ..train.data_setup import resolve_dataset
@@ -39,6 +40,8 @@ class SearchRequest:
     tracking_uri: str | None = None
     track: bool = True
     remeasure: bool = False
+    runtime: str | None = None
+    """Runtime the device is timed in (None: the fastest installed, or the --device-table files' own)."""
 
 
 @dataclass
@@ -74,9 +77,9 @@ def _save_state(out: Path, state: dict) -> None:
     (out / STATE_FILE).write_text(json.dumps(state, indent=1))
 
 
-def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int]) -> dict[int, LatencyTable]:
+def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int], dataset: str) -> dict[int, LatencyTable]:
     if req.device_tables:
-        tables = tables_from_files(req.device_tables, sizes)
+        tables = tables_from_files(req.device_tables, sizes, runtime=req.runtime)
         if not tables:
             raise ValueError(f"no --device-table covers the deployment sizes {sizes} "
                              "(measure them with python -m dh_tune.profile_device --imgsz ...)")
@@ -84,7 +87,20 @@ def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int]) -> dict[
         if dropped:
             _log(f"no device table for sizes {dropped}: they are left out")
         return tables
-    return local_latency_tables(model, sizes, dh_tune_home() / "devices", remeasure=req.remeasure)
+    runtime = resolve_runtime(req.runtime)
+    _log(f"timing runtime: {runtime} {runtime_version(runtime)}")
+    return local_latency_tables(model, sizes, dh_tune_home() / "devices", remeasure=req.remeasure, runtime=runtime,
+                                image=_timing_frame(dataset, req.pipeline.data.val_split))
+
+
+def _timing_frame(dataset: str, split: str):
+    """The first readable validation image: the device is timed pre-processing frames of the data's size."""
+    from ..data import load_dataset
+    from ..data.images import read_image
+
+    ds = load_dataset(dataset)
+    split = split if split in ds.splits else next(iter(ds.splits))
+    return next((img for img in map(read_image, (r.path for r in ds.splits[split][:20])) if img is not None), None)
 
 
 def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str, tracking: dict | None) -> Path:
@@ -201,12 +217,12 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     if req.checkpoint is not None:
         model, ckpt = load_model(req.checkpoint)
         dataset = resolve_dataset(p, ckpt.get("dataset") if Path(str(ckpt.get("dataset"))).exists() else None)
-        latency = _latency_tables(req, model, sizes)
+        latency = _latency_tables(req, model, sizes, dataset)
         docs = [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)]
     else:
         dataset = resolve_dataset(p)
         # Time the architecture before Ray starts: its background processes would inflate the numbers.
-        latency = _latency_tables(req, DHNet(p.model.scale, nc=_num_classes(dataset, p)), sizes)
+        latency = _latency_tables(req, DHNet(p.model.scale, nc=_num_classes(dataset, p)), sizes, dataset)
         dims = load_space(p.search.search_space)  # a bad search space fails before any training
         init_ray(req.ray_address)
         base = _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None

@@ -41,7 +41,8 @@ def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: s
     meta = load_checkpoint(target)
     args = meta["model_args"]
     doc = make_profile(
-        device_name=table.device_name, table_digest=table.digest(), budget_ms=budget_ms, feasible=feasible,
+        device_name=table.device_name, table_digest=table.digest(), runtime=table.runtime, budget_ms=budget_ms,
+        feasible=feasible,
         candidate=candidate, metric=metric, hyperparameters=trial.get("params", {}),
         checkpoint_rel=rel.as_posix(), checkpoint_sha256=sha,
         model={"scale": args["scale"], "nc": args["nc"], "names": meta.get("names", [])},

@@ -154,7 +154,8 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, 
         c = r.candidate
         run = start_run(parent.uri, p.name, f"profile-{slug(device)[:40]}-{r.budget_ms:g}ms",
                         parent_run_id=parent.run_id,
-                        tags={"device": device, "budget_ms": f"{r.budget_ms:g}", "pareto": "true",
+                        tags={"device": device, "runtime": e.doc["device"]["runtime"]["name"],
+                              "budget_ms": f"{r.budget_ms:g}", "pareto": "true",
                               "feasible": str(r.feasible).lower(), "search_role": "profile",
                               "configuration": "static" if is_static(c) else "dynamic", "heads": c["heads"]})
         if run is None:

@@ -7,13 +7,13 @@ anchors), `metrics` (of that epoch), `best_fitness`, `history` (metrics of every
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..export.dhnet_runtime import file_sha256  # checkpoints are identified by content, not by path
 from ..model import DHNet
 
 FORMAT = "dh-tune-checkpoint"
@@ -71,10 +71,5 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[DHNet, dict[str,
     return build_model(ckpt, use_ema), ckpt
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (checkpoints are identified by content, not by path)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["CheckpointError", "build_model", "file_sha256", "load_checkpoint", "load_model", "model_args",
+           "save_checkpoint"]

@@ -1,0 +1,224 @@
+"""Per-image network latency of DH-Net in each runtime against eager PyTorch and YOLOv5's own static graph.
+
+At every size: YOLOv5's static graph (reference), dh-tune's eager static model unfused (as shipped before
+Conv+BN folding) and fused (the torch runtime today), and per runtime (torch, onnxruntime, openvino) the
+static graph and the early exit with all heads, exit after head 1 and exit after head 2 (gates computed).
+Variants run interleaved in random order, one image per call, medians over rounds; the MACs' prediction
+of the exit-1 saving is printed beside the measured one. Also checks each runtime's maps against torch.
+
+    python benchmarks/bench_runtimes.py --checkpoint runs/search/quickstart/base/weights/best.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads must not spin while another runtime runs
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+# Thresholds that make every image run its gates and leave after head 1, head 2 or head 3.
+EXITS = {"all heads": (1e-6, 1e-6), "exit 1": (1 - 1e-6, 1e-6), "exit 2": (1e-6, 1 - 1e-6)}
+# YOLOv5's `from` column of models/yolov5s.yaml (v6/v7): the layers each layer reads, -1 being the previous.
+YOLOV5_FROM = [-1] * 12 + [[-1, 6], -1, -1, -1, [-1, 4], -1, -1, [-1, 14], -1, -1, [-1, 10], -1, [17, 20, 23]]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", type=Path, default=None, help="trained checkpoint (default: untrained YOLOv5n)")
+    p.add_argument("--nc", type=int, default=11, help="classes of the untrained model (default 11)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 640])
+    p.add_argument("--rounds", type=int, default=40, help="timed rounds per variant (default 40)")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    return p.parse_args(argv)
+
+
+class YOLOv5Static(nn.Module):
+    """YOLOv5's own forward (models/yolo.py BaseModel._forward_once): a layer list run by its `from` table.
+
+    Built from a YOLOv5-named state dict (`model.{i}.*`), independent of dh-tune's staged forward.
+    """
+
+    def __init__(self, layers: nn.ModuleList) -> None:
+        super().__init__()
+        self.model = layers
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        y: list = []
+        for i, (m, f) in enumerate(zip(self.model, YOLOV5_FROM)):
+            if f != -1:
+                x = [y[j] if j != -1 else x for j in f]
+            x = [det(t) for det, t in zip(m.m, x)] if i == 24 else m(x)
+            y.append(x)
+        return x
+
+
+def yolov5_reference(model) -> nn.Module:
+    """A plain static YOLOv5 with the same weights, loaded by YOLOv5's names, Conv+BN fused as `.fuse()` does."""
+    from dh_tune.model import DHNet
+    from dh_tune.model.dhnet import build_yolov5_layers
+
+    state = {k: v for k, v in model.state_dict().items() if k.startswith("model.")}
+    ref = YOLOv5Static(build_yolov5_layers(model.scale, model.nc, model.anchors_px.tolist()))
+    ref.load_state_dict(state, strict=True)
+    tmp = DHNet(model.scale, nc=model.nc, gates=False)  # borrow DHNet.fuse's Conv+BN folding
+    tmp.model = ref.model
+    tmp.fuse()
+    return ref.eval()
+
+
+def variants(model, imgsz: int, folder: Path) -> dict[str, callable]:
+    """Name -> function running the network once on a fixed (1, 3, imgsz, imgsz) input."""
+    from dh_tune.export.bundle import export_folder
+    from dh_tune.export.dhnet_runtime import Detector
+    from dh_tune.export.graphs import part_specs
+    from dh_tune.predict import Predictor
+    from dh_tune.runtimes import installed
+
+    x = torch.rand(1, 3, imgsz, imgsz)
+    xn = x.numpy()
+    fused = model.fused()
+    unfused = model.eval()
+    ref = yolov5_reference(model)
+    out = {"YOLOv5 static (reference, fused)": lambda: ref(x),
+           "torch static unfused": lambda: unfused.forward_static(x),
+           "torch static": lambda: fused.forward_static(x)}
+    for name, t in EXITS.items():
+        out[f"torch {name}"] = lambda t=t: fused.forward_dynamic(x, t)
+    for runtime in (r for r in installed() if r != "torch"):
+        for name, t in {"static": (0.0, 0.0), **EXITS}.items():
+            path = folder / f"{runtime}-{imgsz}-{name.replace(' ', '')}"
+            det = Predictor.exported(model, imgsz, t, runtime, path).detector
+            out[f"{runtime} {name}"] = lambda det=det: det.run_network(xn)
+        # The three stage graphs chained with no gate: what cutting the graph costs, apart from the gates.
+        specs = part_specs()
+        path = export_folder(model, folder / f"{runtime}-{imgsz}-chain", "onnx", imgsz=imgsz, thresholds=(0.0, 0.0),
+                             names=[str(i) for i in range(model.nc)], runtime=runtime,
+                             segments=[specs["stage1"], specs["stage2"], specs["stage3"]])
+        chain = Detector(path, runtime)
+        out[f"{runtime} stages chained, no gate"] = lambda det=chain: det.run_network(xn)
+    return out
+
+
+def time_interleaved(fns: dict[str, callable], rounds: int, seed: int = 0) -> dict[str, float]:
+    """Median ms per call of each function, all run once per round in a fresh random order."""
+    rng = np.random.default_rng(seed)
+    names = list(fns)
+    for name in names:  # warm-up
+        for _ in range(3):
+            fns[name]()
+    times = {n: [] for n in names}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for i in rng.permutation(len(names)):
+                t0 = time.perf_counter()
+                fns[names[i]]()
+                times[names[i]].append((time.perf_counter() - t0) * 1000)
+    return {n: float(np.median(v)) for n, v in times.items()}
+
+
+def equivalence(model, imgsz: int, folder: Path, images: int = 8) -> dict[str, dict]:
+    """Each runtime's largest raw-map and gate-score difference from torch on random images, profile (0.5, 0.5)."""
+    from dh_tune.export.verify import compare_with_torch
+    from dh_tune.runtimes import installed
+
+    out = {}
+    for runtime in (r for r in installed() if r != "torch"):
+        a = compare_with_torch(model, folder / f"{runtime}-{imgsz}-allheads", images=images, runtime=runtime)
+        out[runtime] = {"max_abs_diff": a.max_abs_diff, "max_score_diff": a.max_score_diff,
+                        "decisions_differ": a.decisions_differ}
+    return out
+
+
+def measure(checkpoint: Path | None = None, sizes=(224, 320, 640), rounds: int = 40, nc: int = 11) -> dict:
+    """Timings per size and variant, ratios, MAC-predicted exit-1 saving, equivalence and the goals' verdicts."""
+    from dh_tune.evaluate.cache import exit_macs
+    from dh_tune.model import DHNet
+    from dh_tune.runtimes import PREFERENCE, installed, version
+    from dh_tune.train.checkpoint import load_model
+
+    model = load_model(checkpoint)[0] if checkpoint else DHNet("n", nc=nc)
+    model.eval()
+    doc = {"checkpoint": str(checkpoint) if checkpoint else None, "threads": torch.get_num_threads(),
+           "runtimes": {r: version(r) for r in installed()}, "rounds": rounds, "sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
+        for s in sizes:
+            print(f"[runtimes] {s} px: exporting and timing ...", file=sys.stderr, flush=True)
+            ms = time_interleaved(variants(model, s, Path(tmp)), rounds)
+            stages, gates = exit_macs(model, s)
+            mac_saving = 1 - (stages[0] + gates[0]) / (stages[2] + gates.sum())
+            eq = equivalence(model, s, Path(tmp))
+            doc["sizes"][str(s)] = {"ms": ms, "mac_exit1_saving": float(mac_saving), "equivalence": eq}
+    fastest = min((r for r in installed() if r != "torch"), key=lambda r: sum(
+        doc["sizes"][str(s)]["ms"][f"{r} static"] for s in sizes), default="torch")
+    doc["fastest"] = fastest
+    doc["preference"] = list(PREFERENCE)
+    doc["goals"] = goals(doc, fastest)
+    return doc
+
+
+def goals(doc: dict, fastest: str) -> dict:
+    """The issue's three speed goals per size, with the measured values."""
+    out = {}
+    for s, d in doc["sizes"].items():
+        ms = d["ms"]
+        rt = {name: ms[f"{fastest} {name}"] if fastest != "torch" else ms[f"torch {name}"]
+              for name in ("static", "all heads", "exit 1", "exit 2")}
+        saving = 1 - rt["exit 1"] / rt["all heads"]
+        out[s] = {"runtime_vs_eager_fused": rt["static"] / ms["torch static"],
+                  "runtime_vs_eager_unfused": rt["static"] / ms["torch static unfused"],
+                  "runtime_vs_yolov5": rt["static"] / ms["YOLOv5 static (reference, fused)"],
+                  "all_heads_over_static": rt["all heads"] / rt["static"] - 1,
+                  "chain_over_static": ms[f"{fastest} stages chained, no gate"] / rt["static"] - 1
+                  if fastest != "torch" else None,
+                  "exit1_saving": saving, "exit1_saving_macs": d["mac_exit1_saving"],
+                  "ok_speed": rt["static"] / ms["torch static"] <= 0.35,
+                  "ok_gates": rt["all heads"] / rt["static"] - 1 <= 0.03,
+                  "ok_exit1": abs(saving - d["mac_exit1_saving"]) <= 0.03}
+    return out
+
+
+def format_doc(doc: dict) -> str:
+    lines = [f"threads {doc['threads']}, runtimes {doc['runtimes']}, {doc['rounds']} interleaved rounds, medians"]
+    sizes = list(doc["sizes"])
+    names = list(doc["sizes"][sizes[0]]["ms"])
+    lines.append(f"{'variant':<36}" + "".join(f"{s + ' px':>18}" for s in sizes))
+    for n in names:
+        cells = []
+        for s in sizes:
+            ms = doc["sizes"][s]["ms"]
+            cells.append(f"{ms[n]:7.2f} ({ms[n] / ms['torch static']:.2f}x)")
+        lines.append(f"{n:<36}" + "".join(f"{c:>18}" for c in cells))
+    lines.append(f"fastest installed runtime: {doc['fastest']} (default order {doc['preference']})")
+    for s, g in doc["goals"].items():
+        lines.append(f"{s} px: {g['runtime_vs_eager_fused']:.2f}x eager fused ({g['runtime_vs_eager_unfused']:.2f}x "
+                     f"unfused, {g['runtime_vs_yolov5']:.2f}x YOLOv5) [{'ok' if g['ok_speed'] else 'MISSED'} <= 0.35x]; "
+                     f"all heads {100 * g['all_heads_over_static']:+.1f}% over static [{'ok' if g['ok_gates'] else 'MISSED'}"
+                     f" <= 3%; stages chained without gates {100 * (g['chain_over_static'] or 0):+.1f}%]; "
+                     f"exit-1 saving {100 * g['exit1_saving']:.1f}% vs MACs {100 * g['exit1_saving_macs']:.1f}% "
+                     f"[{'ok' if g['ok_exit1'] else 'MISSED'} within 3 points]")
+    for s in sizes:
+        for r, e in doc["sizes"][s]["equivalence"].items():
+            lines.append(f"{s} px {r}: maps within {e['max_abs_diff']:.1e} of torch, gate scores within "
+                         f"{e['max_score_diff']:.1e}, {e['decisions_differ']} different exits")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    doc = measure(args.checkpoint, args.sizes, args.rounds, args.nc)
+    print(format_doc(doc))
+    if args.json:
+        args.json.write_text(json.dumps(doc, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

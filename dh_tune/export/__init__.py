@@ -1,0 +1,1 @@
+"""Deployment export: a profile as staged ONNX / OpenVINO graphs with a torch-free runtime module."""
