@@ -106,12 +106,13 @@ class Predictor:
     @classmethod
     def _from_folder(cls, folder: Path, runtime: str | None, nms: NMSConfig, threads: int | None,
                      allow_other_runtime: bool) -> "Predictor":
-        from .export.bundle import load_manifest
+        from .export.bundle import check_manifest
+        from .export.dhnet_runtime import MANIFEST
 
-        load_manifest(folder)
         detector = Detector(folder, runtime, threads=threads, allow_other_runtime=allow_other_runtime,
                             nms_override={"conf": nms.conf, "iou": nms.iou, "max_det": nms.max_det,
                                           "multi_label": nms.multi_label, "max_candidates": nms.max_candidates})
+        check_manifest(detector.manifest, str(folder / MANIFEST))  # checksums were verified by the Detector
         return cls(None, detector.imgsz, detector.thresholds, nms=nms, names=detector.names, detector=detector)
 
     def __call__(self, image_bgr: np.ndarray) -> Prediction:

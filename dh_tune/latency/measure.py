@@ -146,6 +146,7 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
     device = device or torch.device("cpu")
     if runtime != "torch" and (device.type != "cpu" or batch != 1):
         raise ValueError(f"runtime {runtime} is timed on the CPU at batch 1")
+    frame = timing_image(imgsz, image)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
@@ -154,12 +155,12 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
         used_threads = torch.get_num_threads()
         if runtime == "torch":
             times = measure_parts(model, imgsz, device=device, batch=batch, repeats=repeats, warmup=warmup,
-                                  max_seconds=max_seconds, image=image)
+                                  max_seconds=max_seconds, image=frame)
         else:
             from .runtime_parts import measure_parts_runtime
 
             times = measure_parts_runtime(model, imgsz, runtime, threads=used_threads, repeats=repeats,
-                                          warmup=warmup, max_seconds=max_seconds, image=image)
+                                          warmup=warmup, max_seconds=max_seconds, image=frame)
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(previous)
@@ -173,6 +174,5 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measurement={"warmup": warmup, "interleaved": True, "synchronized": device.type == "cuda", "fused": True,
                      "dh_tune": __version__, "seconds": round(seconds, 3), "runtime": runtime,
-                     "frame": {"width": int(timing_image(imgsz, image).shape[1]),
-                               "height": int(timing_image(imgsz, image).shape[0]), "noise": image is None}},
+                     "frame": {"width": int(frame.shape[1]), "height": int(frame.shape[0]), "noise": image is None}},
     )
