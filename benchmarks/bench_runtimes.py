@@ -74,12 +74,27 @@ def yolov5_reference(model) -> nn.Module:
     return ref.eval()
 
 
+def export_variants(model, imgsz: int, folder: Path, runtime: str) -> dict[str, Path]:
+    """Deployment folders of the static graph, each forced exit and the stage graphs chained without gates."""
+    from dh_tune.export.bundle import export_folder
+    from dh_tune.export.graphs import part_specs
+
+    names = [str(i) for i in range(model.nc)]
+    out = {}
+    for name, t in {"static": (0.0, 0.0), **EXITS}.items():
+        out[name] = export_folder(model, folder / f"{runtime}-{imgsz}-{name.replace(' ', '')}", "onnx", imgsz=imgsz,
+                                  thresholds=t, names=names, runtime=runtime)
+    # The three stage graphs chained with no gate: what cutting the graph costs, apart from the gates.
+    specs = part_specs()
+    out["stages chained, no gate"] = export_folder(
+        model, folder / f"{runtime}-{imgsz}-chain", "onnx", imgsz=imgsz, thresholds=(0.0, 0.0), names=names,
+        runtime=runtime, segments=[specs["stage1"], specs["stage2"], specs["stage3"]])
+    return out
+
+
 def variants(model, imgsz: int, folder: Path) -> dict[str, callable]:
     """Name -> function running the network once on a fixed (1, 3, imgsz, imgsz) input."""
-    from dh_tune.export.bundle import export_folder
     from dh_tune.export.dhnet_runtime import Detector
-    from dh_tune.export.graphs import part_specs
-    from dh_tune.predict import Predictor
     from dh_tune.runtimes import installed
 
     x = torch.rand(1, 3, imgsz, imgsz)
@@ -93,17 +108,9 @@ def variants(model, imgsz: int, folder: Path) -> dict[str, callable]:
     for name, t in EXITS.items():
         out[f"torch {name}"] = lambda t=t: fused.forward_dynamic(x, t)
     for runtime in (r for r in installed() if r != "torch"):
-        for name, t in {"static": (0.0, 0.0), **EXITS}.items():
-            path = folder / f"{runtime}-{imgsz}-{name.replace(' ', '')}"
-            det = Predictor.exported(model, imgsz, t, runtime, path).detector
+        for name, path in export_variants(model, imgsz, folder, runtime).items():
+            det = Detector(path, runtime)
             out[f"{runtime} {name}"] = lambda det=det: det.run_network(xn)
-        # The three stage graphs chained with no gate: what cutting the graph costs, apart from the gates.
-        specs = part_specs()
-        path = export_folder(model, folder / f"{runtime}-{imgsz}-chain", "onnx", imgsz=imgsz, thresholds=(0.0, 0.0),
-                             names=[str(i) for i in range(model.nc)], runtime=runtime,
-                             segments=[specs["stage1"], specs["stage2"], specs["stage3"]])
-        chain = Detector(path, runtime)
-        out[f"{runtime} stages chained, no gate"] = lambda det=chain: det.run_network(xn)
     return out
 
 

@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import gpu_page  # noqa: E402
 from dh_tune.paper import TABLE1 as PAPER_TABLE1  # noqa: E402
 from dh_tune.paper import TABLE2 as PAPER_TABLE2  # noqa: E402
 
@@ -304,7 +305,8 @@ def write(results: dict, path: Path, figures: Path) -> Path:
              *gate_parity_section(results["gate_parity"]),
              *tradeoff_section(search, figures), *dynamic_section(results["dynamic"], figures),
              *(runtimes_section(results["runtimes"], figures) if "runtimes" in results else []),
-             *cost_section(results["search_cost"], results["throughput"])]
+             *cost_section(results["search_cost"], results["throughput"]), "",
+             *gpu_page.section(results.get("gpu") or {}, number=8)]
     path.write_text("\n".join(lines))
     return path
 
@@ -364,6 +366,7 @@ def runtime_summary(results: dict) -> list[list[str]]:
          ", ".join(f"{100 * v['exit1_saving']:.1f}% vs {100 * v['exit1_saving_macs']:.1f}% @{s}" for s, v in g.items()),
          "within 3 points at 320 and 640"],
         *([["predicted vs measured latency per runtime", worst, "< 10% each"]] if worst else []),
+        *gpu_page.summary_rows(results.get("gpu") or {}),
     ]
 
 

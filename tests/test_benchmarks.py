@@ -109,3 +109,31 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tmp_path, monkeypatch
     again = json.loads((tmp_path / "work" / "results.json").read_text())
     assert again["dynamic"] == stored["dynamic"] and again["search"] == stored["search"]
     assert (tmp_path / "work" / "search" / "base" / "weights" / "last.pt").stat().st_mtime == mtime
+
+
+def test_gpu_benchmark_runs_its_variants_and_exits_as_asked(trained_tiny) -> None:
+    """bench_gpu.py on the CPU (the same code the GPU runs): every variant timed, forced exits really taken."""
+    import bench_gpu
+
+    doc = bench_gpu.measure(None, sizes=(64,), precisions=("fp32", "fp16"), rounds=2, nc=3, device="cpu")
+    ms = doc["sizes"]["64"]["ms"]
+    assert set(ms) == {f"{p} {n}" for p in ("fp32", "fp16") for n in
+                       ("YOLOv5 static (reference)", "static", "all heads", "exit 1", "exit 2")}
+    assert all(v > 0 for v in ms.values())
+    assert doc["sizes"]["64"]["exit_levels"]["fp16"] == {"all heads": 3, "exit 1": 1, "exit 2": 2}
+    assert all(g["exits_as_asked"] for g in doc["summary"]["64"].values())
+    run = bench_gpu.train_run_summary(trained_tiny.parent.parent)
+    assert len(run["epochs"]) == 200 and run["gpu"] is False and 0 <= run["epochs"][-1]["ap50"] <= 1
+
+
+def test_gpu_section_shows_the_stored_figures_with_the_card() -> None:
+    import gpu_page
+
+    gpu = gpu_page.load()
+    text = "\n".join(gpu_page.section(gpu))
+    card = gpu["bench"]["card"]
+    assert text.startswith(f"## 8. GPU ({card})") and gpu["bench"]["driver"] in text
+    assert "onnxruntime CUDA static" in text and "Ray Train on the GPU" in text
+    rows = gpu_page.summary_rows(gpu)
+    assert len(rows) == 3 and "images/s" in rows[-1][1]
+    assert gpu_page.load(ROOT / "no-such-folder") == {} and gpu_page.section({}) == []

@@ -19,6 +19,7 @@ from dh_tune.evaluate import average_precision
 from dh_tune.export.__main__ import main as export_main
 from dh_tune.export.bundle import export_deployment
 from dh_tune.export.dhnet_runtime import DeploymentError, Detector, decode, nms, preprocess
+from dh_tune.export.dhnet_runtime import main as runtime_main
 from dh_tune.export.graphs import plan
 from dh_tune.export.verify import agreement
 from dh_tune.latency import LatencyTable, LatencyTableError
@@ -158,6 +159,22 @@ def test_profile_for_another_runtime_is_refused(trained_tiny, onnx_folder, tmp_p
     assert "--any-runtime" in capsys.readouterr().err
     assert export_main(["--profile", str(profile), "--format", "openvino", "--out", str(tmp_path / "x")]) == 2
     assert "onnxruntime timings" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_cuda_device_needs_the_cuda_build_of_onnxruntime(onnx_folder, capsys) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert Detector(onnx_folder, device="cuda").device == "cuda"
+        return
+    with pytest.raises(DeploymentError, match="no CUDAExecutionProvider.*onnxruntime-gpu"):
+        Detector(onnx_folder, device="cuda")
+    with pytest.raises(DeploymentError, match="needs onnxruntime"):
+        Detector(onnx_folder, "openvino", allow_other_runtime=True, device="cuda")
+    with pytest.raises(DeploymentError, match="unknown device"):
+        Detector(onnx_folder, device="gpu")
+    assert runtime_main([str(onnx_folder), str(onnx_folder / "none.jpg"), "--device", "cuda"]) == 2
+    assert "onnxruntime-gpu" in capsys.readouterr().err
 
 
 def test_detect_runs_an_exported_folder(onnx_folder, tiny_dataset, tmp_path, capsys) -> None:

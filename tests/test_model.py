@@ -127,6 +127,22 @@ def test_mixed_batch_matches_images_run_one_by_one(tiny: DHNet) -> None:
         torch.testing.assert_close(out.gate_scores[b], single.gate_scores[0], equal_nan=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_early_exit_runs_in_half_precision_with_fp32_scores(tiny: DHNet, dtype: torch.dtype) -> None:
+    """YOLOv5's --half deployment: the gates score in fp32 and decide as the fp32 model does."""
+    import copy
+
+    torch.manual_seed(2)
+    x = torch.rand(6, 3, 64, 64) * torch.linspace(0.1, 1.0, 6).view(6, 1, 1, 1)
+    full = tiny.forward_dynamic(x, (0.5, 0.5))
+    half = copy.deepcopy(tiny).to(dtype).forward_dynamic(x.to(dtype), (0.5, 0.5))
+    assert half.gate_scores.dtype == torch.float32 and half.maps[0].dtype == dtype
+    assert torch.isfinite(half.gate_scores[:, 0]).all()
+    torch.testing.assert_close(half.gate_scores[:, 0], full.gate_scores[:, 0], atol=2e-2, rtol=0)
+    clear = (full.gate_scores[:, 0] - 0.5).abs() > 2e-2
+    assert torch.equal((half.exit_level > 1)[clear], (full.exit_level > 1)[clear])
+
+
 def test_static_model_has_no_gates() -> None:
     model = DHNet(TINY, nc=2, gates=False).eval()
     assert not any(k.startswith("gates") for k in model.state_dict())

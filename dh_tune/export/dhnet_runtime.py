@@ -127,14 +127,21 @@ def runtime_version(name: str) -> str | None:
 _ORT_SHARED_POOL: list[bool] = []  # [True] once the process-wide ONNX Runtime thread pool exists, [False] if it cannot
 
 
-def _ort_session(path: Path, threads: int | None):
-    """An ONNX Runtime CPU session on the process-wide thread pool.
+def _ort_session(path: Path, threads: int | None, device: str = "cpu"):
+    """An ONNX Runtime session (CPU or CUDA) on the process-wide thread pool.
 
     The graphs of a chain run one after another; with a pool per session, each pool's threads keep
     spinning after its graph finished and starve the next graph (measured 5x slower on 2 cores).
     """
     import onnxruntime as ort
     from onnxruntime.capi import _pybind_state
+
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[device]
+    if provider not in ort.get_available_providers():
+        raise DeploymentError(f"onnxruntime {ort.__version__} has no {provider} (the CUDA build is the "
+                              "onnxruntime-gpu package)")
+    if device == "cuda" and hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()  # CUDA and cuDNN from their pip packages, where they are installed that way
 
     if not _ORT_SHARED_POOL:
         try:
@@ -148,16 +155,24 @@ def _ort_session(path: Path, threads: int | None):
     else:
         options.intra_op_num_threads = threads or 0
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=[provider])
 
 
-def load_graph(runtime: str, path: Path, threads: int | None = None) -> Callable[[Feeds], Feeds]:
-    """A function that runs one graph file on named numpy inputs and returns its named outputs (fp32 CPU).
+DEVICES = ("cpu", "cuda")
 
-    ONNX Runtime's thread count is fixed by the first graph a process loads.
+
+def load_graph(runtime: str, path: Path, threads: int | None = None, device: str = "cpu") -> Callable[[Feeds], Feeds]:
+    """A function that runs one graph file on named numpy inputs and returns its named outputs (fp32).
+
+    ONNX Runtime's thread count is fixed by the first graph a process loads. `device` "cuda" runs the
+    graph with ONNX Runtime's CUDA provider (inputs and outputs stay numpy arrays in host memory).
     """
+    if device not in DEVICES:
+        raise DeploymentError(f"unknown device {device!r} (use one of: {', '.join(DEVICES)})")
+    if device != "cpu" and runtime != "onnxruntime":
+        raise DeploymentError(f"{runtime} runs on the CPU here; device {device!r} needs onnxruntime")
     if runtime == "onnxruntime":
-        session = _ort_session(path, threads)
+        session = _ort_session(path, threads, device)
         names = [o.name for o in session.get_outputs()]
         return lambda feeds: dict(zip(names, session.run(names, feeds)))
     if runtime == "openvino":
@@ -238,7 +253,8 @@ class Detector:
     """A deployment folder loaded into one runtime; call it on BGR uint8 images."""
 
     def __init__(self, folder: str | Path, runtime: str | None = None, *, threads: int | None = None,
-                 allow_other_runtime: bool = False, nms_override: dict[str, Any] | None = None) -> None:
+                 allow_other_runtime: bool = False, nms_override: dict[str, Any] | None = None,
+                 device: str = "cpu") -> None:
         self.folder = Path(folder)
         self.manifest = m = read_manifest(self.folder)
         target = m["runtime"]["name"]
@@ -259,7 +275,9 @@ class Detector:
         self.anchors_px = np.asarray(m["anchors_px"], dtype=np.float32)
         self.strides = [float(s) for s in m["strides"]]
         self.nms = {**m["nms"], **(nms_override or {})}
-        self.segments = [(seg, load_graph(runtime, self.folder / seg["file"], threads)) for seg in m["segments"]]
+        self.device = device
+        self.segments = [(seg, load_graph(runtime, self.folder / seg["file"], threads, device))
+                         for seg in m["segments"]]
 
     def run_network(self, x: np.ndarray) -> tuple[list[np.ndarray], int, tuple[float, float]]:
         """Raw maps of the heads that ran, the exit level (1-3) and the gate scores, for a (1, 3, S, S) input."""
@@ -296,9 +314,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="runtime (default: the one the profile was chosen for)")
     p.add_argument("--any-runtime", action="store_true", help="allow a runtime other than the profile's")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of the runtime (default: its own)")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="cuda: ONNX Runtime's CUDA provider (onnxruntime-gpu); default cpu")
     args = p.parse_args(argv)
     try:
-        detector = Detector(args.folder, args.runtime, threads=args.threads, allow_other_runtime=args.any_runtime)
+        detector = Detector(args.folder, args.runtime, threads=args.threads, allow_other_runtime=args.any_runtime,
+                            device=args.device)
     except DeploymentError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

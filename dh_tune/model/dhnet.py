@@ -230,7 +230,8 @@ class DHNet(nn.Module):
             return None
         if rule == "stop":
             return torch.zeros(len(rows), dtype=torch.bool, device=features.device)
-        score = torch.sigmoid(self.gate_logit(index, features))
+        # Scored in fp32 whatever the network's precision (fp16/AMP), so thresholds near 0 or 1 keep their meaning.
+        score = torch.sigmoid(self.gate_logit(index, features).float())
         scores[rows, index] = score
         return score >= threshold
 
