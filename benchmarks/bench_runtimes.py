@@ -3,8 +3,11 @@
 At every size: YOLOv5's static graph (reference), dh-tune's eager static model unfused (as shipped before
 Conv+BN folding) and fused (the torch runtime today), and per runtime (torch, onnxruntime, openvino) the
 static graph and the early exit with all heads, exit after head 1 and exit after head 2 (gates computed).
-Variants run interleaved in random order, one image per call, medians over rounds; the MACs' prediction
-of the exit-1 saving is printed beside the measured one. Also checks each runtime's maps against torch.
+Each runtime is timed in a process of its own with its default thread behaviour (two runtimes in one
+process starve each other: each one's idle threads spin after it returns), the processes taking turns
+in blocks so that the machine's drift reaches all alike; inside a process its variants run interleaved
+in random order, one image per call. Medians over all rounds; the MACs' prediction of the exit-1 saving
+is printed beside the measured one. Also checks each runtime's maps against torch.
 
     python benchmarks/bench_runtimes.py --checkpoint runs/search/quickstart/base/weights/best.pt
 """
@@ -14,15 +17,14 @@ import argparse
 import json
 import os
 import sys
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads must not spin while another runtime runs
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+from torch import nn
 
 # Thresholds that make every image run its gates and leave after head 1, head 2 or head 3.
 EXITS = {"all heads": (1e-6, 1e-6), "exit 1": (1 - 1e-6, 1e-6), "exit 2": (1e-6, 1 - 1e-6)}
@@ -36,7 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nc", type=int, default=11, help="classes of the untrained model (default 11)")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 320, 640])
     p.add_argument("--rounds", type=int, default=40, help="timed rounds per variant (default 40)")
+    p.add_argument("--blocks", type=int, default=4, help="turns each runtime's process takes (default 4)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # child: time one runtime's variants
+    p.add_argument("--folders", type=Path, default=None, help=argparse.SUPPRESS)  # child: the exported graphs
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -92,13 +98,9 @@ def export_variants(model, imgsz: int, folder: Path, runtime: str) -> dict[str, 
     return out
 
 
-def variants(model, imgsz: int, folder: Path) -> dict[str, callable]:
-    """Name -> function running the network once on a fixed (1, 3, imgsz, imgsz) input."""
-    from dh_tune.export.dhnet_runtime import Detector
-    from dh_tune.runtimes import installed
-
+def torch_variants(model, imgsz: int) -> dict[str, callable]:
+    """Eager PyTorch: YOLOv5's static graph, dh-tune's static model unfused and fused, and the forced exits."""
     x = torch.rand(1, 3, imgsz, imgsz)
-    xn = x.numpy()
     fused = model.fused()
     unfused = model.eval()
     ref = yolov5_reference(model)
@@ -107,15 +109,33 @@ def variants(model, imgsz: int, folder: Path) -> dict[str, callable]:
            "torch static": lambda: fused.forward_static(x)}
     for name, t in EXITS.items():
         out[f"torch {name}"] = lambda t=t: fused.forward_dynamic(x, t)
-    for runtime in (r for r in installed() if r != "torch"):
-        for name, path in export_variants(model, imgsz, folder, runtime).items():
-            det = Detector(path, runtime)
-            out[f"{runtime} {name}"] = lambda det=det: det.run_network(xn)
     return out
+
+
+def runtime_variants(folders: Path, imgsz: int, runtime: str) -> dict[str, callable]:
+    """One deployment runtime running the folders written by export_variants."""
+    from dh_tune.export.dhnet_runtime import Detector
+
+    xn = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    out = {}
+    for name, tag in VARIANT_TAGS.items():
+        det = Detector(folders / f"{runtime}-{imgsz}-{tag}", runtime)
+        out[f"{runtime} {name}"] = lambda det=det: det.run_network(xn)
+    return out
+
+
+VARIANT_TAGS = {"static": "static", "all heads": "allheads", "exit 1": "exit1", "exit 2": "exit2",
+                "stages chained, no gate": "chain"}
 
 
 def time_interleaved(fns: dict[str, callable], rounds: int, seed: int = 0) -> dict[str, float]:
     """Median ms per call of each function, all run once per round in a fresh random order."""
+    rng = np.random.default_rng(seed)
+    return {n: float(np.median(v)) for n, v in time_rounds(fns, rounds, seed).items()}
+
+
+def time_rounds(fns: dict[str, callable], rounds: int, seed: int = 0) -> dict[str, list[float]]:
+    """Milliseconds of every call of each function, all run once per round in a fresh random order."""
     rng = np.random.default_rng(seed)
     names = list(fns)
     for name in names:  # warm-up
@@ -128,7 +148,7 @@ def time_interleaved(fns: dict[str, callable], rounds: int, seed: int = 0) -> di
                 t0 = time.perf_counter()
                 fns[names[i]]()
                 times[names[i]].append((time.perf_counter() - t0) * 1000)
-    return {n: float(np.median(v)) for n, v in times.items()}
+    return times
 
 
 def equivalence(model, imgsz: int, folder: Path, images: int = 8) -> dict[str, dict]:
@@ -144,25 +164,67 @@ def equivalence(model, imgsz: int, folder: Path, images: int = 8) -> dict[str, d
     return out
 
 
-def measure(checkpoint: Path | None = None, sizes=(224, 320, 640), rounds: int = 40, nc: int = 11) -> dict:
-    """Timings per size and variant, ratios, MAC-predicted exit-1 saving, equivalence and the goals' verdicts."""
-    from dh_tune.evaluate.cache import exit_macs
+def _load(checkpoint: Path | None, nc: int):
     from dh_tune.model import DHNet
-    from dh_tune.runtimes import PREFERENCE, installed, version
     from dh_tune.train.checkpoint import load_model
 
     model = load_model(checkpoint)[0] if checkpoint else DHNet("n", nc=nc)
-    model.eval()
+    return model.eval()
+
+
+def time_one_runtime(runtime: str, checkpoint: Path | None, nc: int, sizes, rounds: int, folders: Path | None,
+                     seed: int) -> dict[str, dict[str, list[float]]]:
+    """In this process: every call's ms of one runtime's variants per size (the child of `measure`)."""
+    torch.manual_seed(seed)
+    out = {}
+    for s in sizes:
+        fns = torch_variants(_load(checkpoint, nc), s) if runtime == "torch" else runtime_variants(folders, s, runtime)
+        out[str(s)] = time_rounds(fns, rounds, seed)
+    return out
+
+
+def _child(runtime: str, checkpoint: Path | None, nc: int, sizes, rounds: int, folders: Path, seed: int) -> dict:
+    """time_one_runtime in a fresh process with the runtime's default thread settings."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = folders / f"times-{runtime}-{seed}.json"
+    cmd = [sys.executable, __file__, "--only", runtime, "--folders", str(folders), "--nc", str(nc), "--rounds",
+           str(rounds), "--seed", str(seed), "--sizes", *map(str, sizes), "--json", str(out)]
+    cmd += ["--checkpoint", str(checkpoint)] if checkpoint else []
+    if subprocess.run(cmd, env=env).returncode != 0:
+        raise RuntimeError(f"timing {runtime} failed (its error is printed above)")
+    return json.loads(out.read_text())
+
+
+def measure(checkpoint: Path | None = None, sizes=(224, 320, 640), rounds: int = 40, nc: int = 11,
+            blocks: int = 4) -> dict:
+    """Timings per size and variant, ratios, MAC-predicted exit-1 saving, equivalence and the goals' verdicts."""
+    from dh_tune.evaluate.cache import exit_macs
+    from dh_tune.runtimes import PREFERENCE, installed, version
+
+    model = _load(checkpoint, nc)
+    runtimes = ["torch", *(r for r in installed() if r != "torch")]
     doc = {"checkpoint": str(checkpoint) if checkpoint else None, "threads": torch.get_num_threads(),
-           "runtimes": {r: version(r) for r in installed()}, "rounds": rounds, "sizes": {}}
+           "runtimes": {r: version(r) for r in installed()}, "rounds": rounds, "blocks": blocks,
+           "processes": "one per runtime, default thread settings, taking turns", "sizes": {}}
+    per_block = max(1, -(-rounds // blocks))
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
+        folders = Path(tmp)
         for s in sizes:
-            print(f"[runtimes] {s} px: exporting and timing ...", file=sys.stderr, flush=True)
-            ms = time_interleaved(variants(model, s, Path(tmp)), rounds)
+            print(f"[runtimes] {s} px: exporting ...", file=sys.stderr, flush=True)
+            for runtime in runtimes[1:]:
+                export_variants(model, s, folders, runtime)
+        times: dict[str, dict[str, list[float]]] = {str(s): {} for s in sizes}
+        for block in range(blocks):
+            print(f"[runtimes] timing, turn {block + 1}/{blocks} ...", file=sys.stderr, flush=True)
+            for runtime in runtimes:
+                for s, per in _child(runtime, checkpoint, nc, sizes, per_block, folders, block).items():
+                    for name, v in per.items():
+                        times[s].setdefault(name, []).extend(v)
+        for s in sizes:
             stages, gates = exit_macs(model, s)
             mac_saving = 1 - (stages[0] + gates[0]) / (stages[2] + gates.sum())
-            eq = equivalence(model, s, Path(tmp))
-            doc["sizes"][str(s)] = {"ms": ms, "mac_exit1_saving": float(mac_saving), "equivalence": eq}
+            doc["sizes"][str(s)] = {"ms": {n: float(np.median(v)) for n, v in times[str(s)].items()},
+                                    "mac_exit1_saving": float(mac_saving), "equivalence": equivalence(model, s, folders)}
     fastest = min((r for r in installed() if r != "torch"), key=lambda r: sum(
         doc["sizes"][str(s)]["ms"][f"{r} static"] for s in sizes), default="torch")
     doc["fastest"] = fastest
@@ -193,7 +255,8 @@ def goals(doc: dict, fastest: str) -> dict:
 
 
 def format_doc(doc: dict) -> str:
-    lines = [f"threads {doc['threads']}, runtimes {doc['runtimes']}, {doc['rounds']} interleaved rounds, medians"]
+    lines = [f"threads {doc['threads']}, runtimes {doc['runtimes']}, {doc['rounds']} interleaved rounds, medians; "
+             f"{doc.get('processes', 'one process')}"]
     sizes = list(doc["sizes"])
     names = list(doc["sizes"][sizes[0]]["ms"])
     lines.append(f"{'variant':<36}" + "".join(f"{s + ' px':>18}" for s in sizes))
@@ -220,7 +283,11 @@ def format_doc(doc: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    doc = measure(args.checkpoint, args.sizes, args.rounds, args.nc)
+    if args.only:
+        times = time_one_runtime(args.only, args.checkpoint, args.nc, args.sizes, args.rounds, args.folders, args.seed)
+        args.json.write_text(json.dumps(times))
+        return 0
+    doc = measure(args.checkpoint, args.sizes, args.rounds, args.nc, args.blocks)
     print(format_doc(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1))

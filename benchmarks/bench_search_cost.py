@@ -19,7 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle torch threads must not spin while another runtime runs
+# Idle torch threads must not spin while another runtime runs; the torch runtime's own latency check runs
+# in a child process with torch's default thread behaviour (DH_TUNE_TORCH_THREADS=default), as it deploys.
+if os.environ.get("DH_TUNE_TORCH_THREADS") != "default":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -36,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
     p.add_argument("--runtimes", nargs="+", default=["torch"], choices=["torch", "onnxruntime", "openvino"],
                    help="runtimes whose latency prediction is checked (default torch)")
+    p.add_argument("--latency-only", action="store_true",
+                   help="only the predicted-vs-measured latency of --runtimes, in this process (run_all's children)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     return p.parse_args(argv)
 
@@ -51,7 +56,7 @@ def run_dynamic(predictor, images: list[np.ndarray]) -> tuple[list, list[int], f
     return outs, levels, (time.perf_counter() - t0) * 1000 / len(images)
 
 
-def predicted_vs_measured(model, size: int, levels: list[np.ndarray], gates: list[tuple[bool, bool]], predictors: list,
+def predicted_vs_measured(model, size: int, levels: list[np.ndarray], profiles: list[tuple[float, float]], predictors: list,
                           images: list[np.ndarray], passes: int, threads: int, runtime: str = "torch") -> list[dict]:
     """Per profile: latency the device table predicts and the measured mean ms per image, with the error.
 
@@ -70,7 +75,7 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], gates: lis
         for j in [(p + i) % k for i in range(k)]:
             table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0, runtime=runtime,
                                   image=images[0])
-            predicted[p, j] = expected_latency(levels[j], table, gates[j])[0]
+            predicted[p, j] = expected_latency(levels[j], table, profiles[j])[0]
             measured[p, j] = run_dynamic(predictors[j], images)[2]
     error = 100 * (predicted - measured) / measured
     return [{"predicted_ms": float(a), "measured_ms": float(b), "error_pct": float(e)} for a, b, e in
@@ -86,6 +91,27 @@ def runtime_predictors(model, size: int, profiles: list[tuple[float, float]], ru
     return [Predictor.exported(model, size, p, runtime, folder / f"{runtime}-{size}-{p[0]:g}-{p[1]:g}") for p in profiles]
 
 
+def _latency_in_own_process(runtime: str, *, checkpoint: Path, profiles, data, images: int, imgsz: int, repeats: int,
+                            threads: int | None) -> list[dict]:
+    """The latency check of one runtime in a child process; torch's with torch's default OpenMP behaviour."""
+    import subprocess
+
+    env = dict(os.environ)
+    if runtime == "torch":
+        env["DH_TUNE_TORCH_THREADS"] = "default"
+        env.pop("OMP_WAIT_POLICY", None)
+    with tempfile.TemporaryDirectory(prefix="bench-search-cost-") as tmp:
+        out = Path(tmp) / "latency.json"
+        cmd = [sys.executable, __file__, "--checkpoint", str(checkpoint), "--images", str(images), "--imgsz", str(imgsz),
+               "--profiles", ";".join(f"{a!r},{b!r}" for a, b in profiles), "--repeats", str(repeats),
+               "--runtimes", runtime, "--latency-only", "--json", str(out)]
+        cmd += ["--data", data] if data else []
+        cmd += ["--threads", str(threads)] if threads else []
+        if subprocess.run(cmd, env=env).returncode != 0:
+            raise RuntimeError(f"the {runtime} latency check failed (its error is printed above)")
+        return json.loads(out.read_text())["latency_by_runtime"][runtime]
+
+
 def parse_profiles(text: str) -> list[tuple[float, float]]:
     """'0.3,0.5;0.7,0.7' -> [(0.3, 0.5), (0.7, 0.7)]."""
     return [tuple(float(v) for v in p.split(",")) for p in text.split(";")]  # type: ignore[misc]
@@ -93,13 +119,16 @@ def parse_profiles(text: str) -> list[tuple[float, float]]:
 
 def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str | None = None, images: int = 200,
             imgsz: int | None = None, repeats: int = 5, threads: int | None = None,
-            runtimes: tuple[str, ...] = ("torch",)) -> dict:
-    """Per profile: cache vs re-run milliseconds and ratio, AP of both, predicted vs measured latency."""
+            runtimes: tuple[str, ...] = ("torch",), latency_only: bool = False) -> dict:
+    """Per profile: cache vs re-run milliseconds and ratio, AP of both, predicted vs measured latency.
+
+    Each runtime's latency is checked in a process of its own (thread pools and OpenMP's wait policy are
+    per process); `latency_only` is that child: it checks its runtimes here and skips the cache rows.
+    """
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
     from dh_tune.evaluate import average_precision
     from dh_tune.evaluate.cache import cached_exit_table
-    from dh_tune.gating import gates_computed
     from dh_tune.latency.measure import device_info
     from dh_tune.model import VAL_NMS
     from dh_tune.predict import Predictor
@@ -119,6 +148,12 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     pixels = [read_image(r.path) for r in records]
     ground_truth = [(r.boxes, r.classes) for r in records]
     profiles = list(dict.fromkeys((float(t1), float(t2)) for t1, t2 in profiles))
+    if latency_only:
+        with tempfile.TemporaryDirectory(prefix="bench-search-cost-") as tmp:
+            return {"latency_by_runtime": {r: [{"t1": p[0], "t2": p[1], **t} for p, t in zip(profiles, predicted_vs_measured(
+                model, size, [table.exit_levels(*p) for p in profiles], profiles,
+                runtime_predictors(model, size, profiles, r, Path(tmp)), pixels, repeats, threads, r))]
+                for r in runtimes}}
     rows = []
     val_pred = Predictor(model, size, (0.0, 0.0), nms=VAL_NMS)
     for t1, t2 in profiles:
@@ -137,18 +172,14 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
         rows.append({"t1": t1, "t2": t2, "cache_ms": cache_ms, "rerun_ms": rerun_ms, "ratio": rerun_ms / cache_ms,
                      "ap50_cache": m.ap50, "ap50_rerun": ap["ap50"],
                      "levels_agree": levels == table.exit_levels(t1, t2).tolist()})
-    by_runtime = {}
-    with tempfile.TemporaryDirectory(prefix="bench-search-cost-") as tmp:
-        for runtime in runtimes:
-            by_runtime[runtime] = predicted_vs_measured(
-                model, size, [table.exit_levels(*p) for p in profiles], [gates_computed(*p) for p in profiles],
-                runtime_predictors(model, size, profiles, runtime, Path(tmp)), pixels, repeats, threads, runtime)
+    child = dict(checkpoint=checkpoint, profiles=profiles, data=data, images=images, imgsz=size, repeats=repeats,
+                 threads=threads)
+    by_runtime = {r: _latency_in_own_process(r, **child) for r in runtimes}
     for row, t in zip(rows, by_runtime[runtimes[0]]):
-        row.update(t)
+        row.update({k: v for k, v in t.items() if k not in ("t1", "t2")})
     return {"device": device_info(torch.device("cpu"), threads)["name"], "imgsz": size, "images": len(records),
             "passes": repeats, "build_s": build_s, "rows": rows, "runtime": runtimes[0],
-            "latency_by_runtime": {r: [{"t1": p[0], "t2": p[1], **t} for p, t in zip(profiles, v)]
-                                   for r, v in by_runtime.items()}}
+            "latency_by_runtime": by_runtime}
 
 
 def format_rows(doc: dict) -> str:
@@ -169,8 +200,10 @@ def format_rows(doc: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     doc = measure(args.checkpoint, parse_profiles(args.profiles), data=args.data, images=args.images,
-                  imgsz=args.imgsz, repeats=args.repeats, threads=args.threads, runtimes=tuple(args.runtimes))
-    print(format_rows(doc))
+                  imgsz=args.imgsz, repeats=args.repeats, threads=args.threads, runtimes=tuple(args.runtimes),
+                  latency_only=args.latency_only)
+    if not args.latency_only:
+        print(format_rows(doc))
     if args.json:
         args.json.write_text(json.dumps(doc, indent=1))
     return 0

@@ -49,3 +49,47 @@ def static_exit(t1: float, t2: float) -> int | None:
     if r1 == "continue" and r2 != "score":
         return 2 if r2 == "stop" else 3
     return None
+
+
+Graph = tuple[tuple[int, ...], "int | None"]
+"""One deployed graph: the stages it runs, in order, and the gate that ends it (None: no gate)."""
+
+
+def deepest_head(t1: float, t2: float) -> int:
+    """The last head any image can reach under thresholds (t1, t2)."""
+    r1, r2 = gate_rule(t1), gate_rule(t2)
+    return 1 if r1 == "stop" else 2 if r2 == "stop" else 3
+
+
+def plan_graphs(t1: float, t2: float) -> list[Graph]:
+    """The graphs a deployment runs for (t1, t2): stages cut after every gate that decides something.
+
+    A gate whose threshold decides alone is not computed and the stages around it share one graph, so a
+    static profile is one graph. An image that leaves after head k runs the graphs starting at stage <= k.
+    """
+    rules = (gate_rule(t1), gate_rule(t2))
+    last = deepest_head(t1, t2)
+    graphs: list[Graph] = []
+    current: list[int] = []
+    for stage in range(1, last + 1):
+        current.append(stage)
+        if stage < last and rules[stage - 1] == "score":
+            graphs.append((tuple(current), stage))
+            current = []
+    graphs.append((tuple(current), None))
+    return graphs
+
+
+def graph_key(graph: Graph, last: int) -> str:
+    """A name unique to what one graph computes and hands on: 'stage1-gate1', 'stage2-3', and for profiles that
+    end before head 3 the head they end at ('stage1-2-to2'): such graphs hand fewer tensors on."""
+    stages, gate = graph
+    name = "-".join([f"stage{'-'.join(map(str, stages))}"] + ([f"gate{gate}"] if gate else []))
+    return name if last == 3 else f"{name}-to{last}"
+
+
+_CORNERS = (0.0, 0.5, 1.0)  # a threshold that lets every image through, one that scores, one that stops every image
+
+GRAPH_KEYS: tuple[str, ...] = tuple(dict.fromkeys(
+    graph_key(g, deepest_head(a, b)) for a in _CORNERS for b in _CORNERS for g in plan_graphs(a, b)))
+"""Every graph some profile runs (ten): device tables of a deployment runtime time each of them."""

@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from .gating import STATIC_THRESHOLDS
     from .latency.measure import latency_table
     from .model import DHNet
     from .runtimes import RuntimeChoiceError, resolve
@@ -75,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{table.device_name}, {runtime} {table.runtime['version']}, input {args.imgsz}, batch {args.batch}")
     for name, part in table.parts.items():
         print(f"  {name:<10} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms   ({part.repeats} runs)")
-    exits = table.exit_cost_ms("median")
+    for name, part in table.graphs.items():
+        print(f"  graph {name:<17} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms")
+    exits = table.exit_cost_ms("median", (0.5, 0.5))
     print("  exit after head 1 / 2 / 3, through the gates: " + " / ".join(f"{v:.2f} ms" for v in exits))
-    static = table.exit_cost_ms("median", (False, False))
+    static = [table.exit_cost_ms("median", STATIC_THRESHOLDS[k])[k - 1] for k in (1, 2, 3)]
     print("  static YOLOv5 with 1 / 2 / 3 heads (no gate):  " + " / ".join(f"{v:.2f} ms" for v in static))
     print(f"written to {args.out}")
     return 0

@@ -21,6 +21,7 @@ from dh_tune.export.bundle import export_deployment
 from dh_tune.export.dhnet_runtime import DeploymentError, Detector, decode, nms, preprocess
 from dh_tune.export.dhnet_runtime import main as runtime_main
 from dh_tune.export.graphs import plan
+from dh_tune.gating import GRAPH_KEYS
 from dh_tune.export.verify import agreement
 from dh_tune.latency import LatencyTable, LatencyTableError
 from dh_tune.latency.measure import latency_table, preprocess as torch_preprocess
@@ -209,7 +210,12 @@ def test_device_table_records_its_runtime(runtime, tmp_path) -> None:
     assert table.runtime == {"name": runtime, "version": version(runtime)} and runtime in table.device_name
     assert table.measurement["frame"] == {"width": 150, "height": 90, "noise": False}
     assert all(p.median_ms > 0 for p in table.parts.values())
+    # Every graph a profile can deploy is timed as deployed; static profiles are priced by their one graph.
+    assert set(table.graphs) == set(GRAPH_KEYS) and all(g.median_ms > 0 for g in table.graphs.values())
+    fixed = table.parts["preprocess"].median_ms + table.parts["nms"].median_ms
+    assert table.exit_cost_ms("median", (1.0, 1.0))[0] == pytest.approx(fixed + table.graphs["stage1-to1"].median_ms)
     table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json").graphs == table.graphs
     assert LatencyTable.load(tmp_path / "t.json").runtime["name"] == runtime
     doc = table.to_dict()
     doc["device"]["runtime"] = {"name": "tensorflow", "version": "2"}

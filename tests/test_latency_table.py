@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from dh_tune.gating import gates_computed
+from dh_tune.export.graphs import plan
+from dh_tune.gating import GRAPH_KEYS, deepest_head, graph_key, plan_graphs
 from dh_tune.latency import PARTS, LatencyTable, LatencyTableError, expected_latency
 
 TIMES = {  # median, p90 in ms
@@ -65,7 +66,7 @@ def test_exit_costs_add_the_parts_each_exit_runs():
 def test_expected_latency_mean_and_p90():
     table = LatencyTable.from_dict(document())
     levels = np.array([1] * 6 + [2] * 3 + [3])
-    both = (True, True)
+    both = (0.5, 0.5)
     mean_ms, p90_ms = expected_latency(levels, table, both)
     assert mean_ms == pytest.approx((6 * 5.75 + 3 * 9.0 + 11.0) / 10)
     assert p90_ms == 11.75  # 9 of 10 images cost at most the head-2 p90 cost
@@ -80,12 +81,61 @@ def test_expected_latency_mean_and_p90():
 def test_gates_that_are_not_computed_are_not_charged():
     table = LatencyTable.from_dict(document())
     gate1, gate2 = table.parts["gate1"].median_ms, table.parts["gate2"].median_ms
-    full = table.exit_cost_ms("median", (True, True))
-    np.testing.assert_allclose(table.exit_cost_ms("median", (False, False)), full - [gate1, gate1 + gate2, gate1 + gate2])
-    np.testing.assert_allclose(table.exit_cost_ms("median", (False, True)), full - gate1)
+    full = table.exit_cost_ms("median", (0.5, 0.5))
+    np.testing.assert_allclose(table.exit_cost_ms("median", (0.0, 0.0)), full - [gate1, gate1 + gate2, gate1 + gate2])
+    np.testing.assert_allclose(table.exit_cost_ms("median", (0.0, 0.5)), full - gate1)
     # All heads with thresholds 0: static YOLOv5's cost, no gate in it.
     static = sum(table.parts[p].median_ms for p in ("preprocess", "stage1", "stage2", "stage3", "nms"))
-    assert expected_latency(np.array([3, 3]), table, gates_computed(0.0, 0.0))[0] == pytest.approx(static)
+    assert expected_latency(np.array([3, 3]), table, (0.0, 0.0))[0] == pytest.approx(static)
+    with pytest.raises(TypeError, match="two numbers"):
+        table.exit_cost_ms("median", (True, True))  # the old gates-computed flags are refused, not read as 1.0
+
+
+CORNERS = [(a, b) for a in (0.0, 0.5, 1.0) for b in (0.0, 0.5, 1.0)]
+
+
+@pytest.mark.parametrize("t1, t2", CORNERS)
+def test_graph_keys_name_exactly_the_graphs_a_deployment_runs(t1, t2):
+    """Each key of a profile's plan stands for one graph whose inputs and outputs are what the export writes."""
+    from dh_tune.export.graphs import deployment_specs
+
+    specs = deployment_specs()
+    assert set(specs) == set(GRAPH_KEYS) and len(GRAPH_KEYS) == 10
+    keys = [graph_key(g, deepest_head(t1, t2)) for g in plan_graphs(t1, t2)]
+    assert [specs[k] for k in keys] == plan(t1, t2)
+
+
+def with_graphs(doc: dict) -> dict:
+    """The document plus deployed-graph timings: each graph 1 ms less than its parts summed, 0.5 ms per carried tensor."""
+    from dh_tune.export.graphs import deployment_specs
+
+    out = copy.deepcopy(doc)
+    out["graphs"] = {}
+    for key, spec in deployment_specs().items():
+        parts = [f"stage{s}" for s in spec.stages] + ([f"gate{spec.gate}"] if spec.gate else [])
+        carried = len([o for o in spec.outputs if not o.endswith(("_map", "_score"))])
+        m = sum(TIMES[p][0] for p in parts) - 1.0 + 0.5 * carried
+        out["graphs"][key] = {"median_ms": m, "p90_ms": m + 1, "repeats": 50}
+    return out
+
+
+@pytest.mark.parametrize("t1, t2", CORNERS)
+def test_tables_with_deployed_graphs_price_a_profile_by_the_graphs_it_runs(tmp_path, t1, t2):
+    doc = with_graphs(document())
+    table = LatencyTable.load(write(tmp_path, doc))
+    assert table.to_dict() == doc
+    fixed = TIMES["preprocess"][0] + TIMES["nms"][0]
+    graphs = plan_graphs(t1, t2)
+    keys = [graph_key(g, deepest_head(t1, t2)) for g in graphs]
+    for level, cost in zip((1, 2, 3), table.exit_cost_ms("median", (t1, t2))):
+        ran = [k for k, g in zip(keys, graphs) if g[0][0] <= level]  # graphs starting at a head the image reaches
+        assert cost == pytest.approx(fixed + sum(doc["graphs"][k]["median_ms"] for k in ran))
+    # A P3-only network is its own graph (no tensor handed on), not stage 1 timed with its carried outputs.
+    assert table.exit_cost_ms("median", (1.0, 1.0))[0] == pytest.approx(fixed + TIMES["stage1"][0] - 1.0)
+    bad = copy.deepcopy(doc)
+    bad["graphs"].pop("stage2-3")
+    with pytest.raises(LatencyTableError, match="graphs: 'stage2-3' is a required property"):
+        LatencyTable.from_dict(bad, "t.json")
 
 
 def broken(change):

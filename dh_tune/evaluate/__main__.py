@@ -31,7 +31,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..data import DataError, dh_tune_home, load_dataset
-    from ..gating import gates_computed
     from ..latency import LatencyTable, LatencyTableError, expected_latency
     from ..data.images import read_image
     from ..runtimes import resolve
@@ -72,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     metrics = table.evaluate(t1, t2, per_class=True)
     full = table.evaluate(0.0, 0.0)
-    mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), latency, gates_computed(t1, t2))
-    full_ms = expected_latency(table.exit_levels(0.0, 0.0), latency, (False, False))[0]
+    mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), latency, (t1, t2))
+    full_ms = expected_latency(table.exit_levels(0.0, 0.0), latency, (0.0, 0.0))[0]
     print_report(metrics, full, ds.names, (mean_ms, p90_ms), full_ms, latency.device_name, len(records), imgsz)
     if args.plots:
         for path in write_plots(table, latency, args.plots, t1, t2):

@@ -9,7 +9,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..gating import gates_computed  # noqa: E402
 from ..latency import LatencyTable, expected_latency  # noqa: E402
 from .exit_table import ExitTable, ProfileMetrics  # noqa: E402
 
@@ -64,7 +63,7 @@ def write_plots(table: ExitTable, latency: LatencyTable, folder: Path, t1: float
         for t in ts:
             a, b = (t, t2) if g == 0 else (t1, t)
             ap.append(table.evaluate(a, b).ap50_95)
-            lat.append(expected_latency(table.exit_levels(a, b), latency, gates_computed(a, b))[0])
+            lat.append(expected_latency(table.exit_levels(a, b), latency, (a, b))[0])
         ax.plot(ts, ap, "-o", ms=3, c="tab:blue")
         ax.set_ylabel("AP50:95", color="tab:blue")
         ax.set_xlabel(f"gate {g + 1} threshold (gate {2 - g} at {(t2, t1)[g]:.2f})")

@@ -25,7 +25,7 @@ from ..runtimes import RuntimeChoiceError, version
 from . import dhnet_runtime
 from .dhnet_runtime import (KIND, MANIFEST, RUNTIMES_FOR_FORMAT, SCHEMA_VERSION, DeploymentError, file_sha256,
                             read_manifest)
-from .graphs import OPSET, SegmentSpec, export_onnx, plan
+from .graphs import OPSET, SegmentSpec, cut, export_onnx, export_whole, plan
 
 FORMATS = tuple(RUNTIMES_FOR_FORMAT)
 _NAMES = {"type": "array", "items": {"type": "string"}}
@@ -117,10 +117,15 @@ def export_folder(model: DHNet, out: str | Path, fmt: str, *, imgsz: int, thresh
     t1, t2 = float(thresholds[0]), float(thresholds[1])
     net = model.cpu().fused()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    specs = segments or plan(t1, t2)
     try:
         written = []
-        for spec in segments or plan(t1, t2):
-            graph = export_onnx(net, spec, imgsz, tmp / f"{spec.name}.onnx")
+        with tempfile.TemporaryDirectory(prefix="dh-tune-whole-") as work:
+            # Several graphs are cut from one export of the whole network (one trace instead of one per graph).
+            whole = export_whole(net, imgsz, Path(work) / "whole.onnx") if len(specs) > 1 else None
+            graphs = [cut(whole, spec, tmp / f"{spec.name}.onnx") if whole else
+                      export_onnx(net, spec, imgsz, tmp / f"{spec.name}.onnx") for spec in specs]
+        for spec, graph in zip(specs, graphs):
             files = _to_openvino(graph) if fmt == "openvino" else [graph.name]
             written.append({"file": files[0], "stages": list(spec.stages), "gate": spec.gate,
                              "inputs": list(spec.inputs), "outputs": list(spec.outputs)})

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..gating import gate_rule
+from ..gating import GRAPH_KEYS, deepest_head, graph_key, plan_graphs
 from ..model import DHNet
 
 OPSET = 20
@@ -57,23 +57,41 @@ def _spec(stages: tuple[int, ...], gate: int | None, later: tuple[int, ...]) -> 
 
 def plan(t1: float, t2: float) -> list[SegmentSpec]:
     """The graphs that run a profile with thresholds (t1, t2), in order (one graph for a static profile)."""
-    rules = (gate_rule(t1), gate_rule(t2))
-    last = 1 if rules[0] == "stop" else 2 if rules[1] == "stop" else 3
-    segments, current = [], []
-    for stage in range(1, last + 1):
-        current.append(stage)
-        if stage < last and rules[stage - 1] == "score":
-            segments.append((tuple(current), stage))
-            current = []
-    segments.append((tuple(current), None))
-    ends = [seg[-1] for seg, _ in segments]
-    return [_spec(seg, gate, tuple(range(end + 1, last + 1))) for (seg, gate), end in zip(segments, ends)]
+    last = deepest_head(t1, t2)
+    return [_spec(stages, gate, tuple(range(stages[-1] + 1, last + 1))) for stages, gate in plan_graphs(t1, t2)]
 
 
 def part_specs() -> dict[str, SegmentSpec]:
     """One graph per timed part of a device table: each stage alone and each gate alone."""
     return {"stage1": _spec((1,), None, (2, 3)), "gate1": _spec((), 1, ()), "stage2": _spec((2,), None, (3,)),
             "gate2": _spec((), 2, ()), "stage3": _spec((3,), None, ())}
+
+
+def deployment_specs() -> dict[str, SegmentSpec]:
+    """Every graph some profile's plan runs, by `dh_tune.gating.graph_key` (the keys of GRAPH_KEYS)."""
+    corners = (0.0, 0.5, 1.0)
+    specs = {graph_key(g, deepest_head(a, b)): spec for a in corners for b in corners
+             for g, spec in zip(plan_graphs(a, b), plan(a, b))}
+    return {key: specs[key] for key in GRAPH_KEYS}
+
+
+ALL_TENSORS = ("p3_map", "p3", "lateral14", "lateral10", "gate1_score", "p4_map", "p4", "gate2_score", "p5_map")
+"""Outputs of the whole-network graph that every segment is cut from."""
+
+
+class WholeNetwork(nn.Module):
+    """Stages and both gates in one graph that outputs every tensor a segment can receive or return."""
+
+    def __init__(self, net: DHNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        net = self.net
+        s1 = net.stage1(images)
+        p4, p4_map = net.stage2(s1.p3, s1.lateral14)
+        return (s1.p3_map, s1.p3, s1.lateral14, s1.lateral10, torch.sigmoid(net.gate_logit(0, s1.p3)), p4_map, p4,
+                torch.sigmoid(net.gate_logit(1, p4)), net.stage3(p4, s1.lateral10))
 
 
 class Segment(nn.Module):
@@ -112,12 +130,32 @@ def example_inputs(net: DHNet, spec: SegmentSpec, imgsz: int) -> tuple[torch.Ten
 def export_onnx(net: DHNet, spec: SegmentSpec, imgsz: int, path: Path) -> Path:
     """Write one segment of the fused, eval-mode network as an fp32 ONNX graph with a fixed input size."""
     net = net.cpu().fused()
+    return _export(Segment(net, spec), example_inputs(net, spec, imgsz), spec.inputs, spec.outputs, path)
+
+
+def export_whole(net: DHNet, imgsz: int, path: Path) -> Path:
+    """Write the whole network with both gates as one fp32 ONNX graph whose outputs are ALL_TENSORS."""
+    net = net.cpu().fused()
+    return _export(WholeNetwork(net), (torch.zeros(1, 3, imgsz, imgsz),), ("images",), ALL_TENSORS, path)
+
+
+def cut(whole: Path, spec: SegmentSpec, path: Path) -> Path:
+    """The segment `spec` cut out of a graph written by export_whole (one export serves every segment)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    model = Extractor(onnx.load(str(whole))).extract_model(list(spec.inputs), list(spec.outputs))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], inputs, outputs, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The exporter logs skipped torchvision ops and prints progress; neither concerns a DH-Net.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(Segment(net, spec).eval(), example_inputs(net, spec, imgsz), str(path), dynamo=True,
-                          opset_version=OPSET, input_names=list(spec.inputs), output_names=list(spec.outputs),
-                          external_data=False, verbose=False, optimize=True)
+        torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=OPSET, input_names=list(inputs),
+                          output_names=list(outputs), external_data=False, verbose=False, optimize=True)
     return path

@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..data.letterbox import letterbox
 from ..model import DEPLOY_NMS, DHNet, NMSConfig, postprocess
+from ..gating import GRAPH_KEYS
 from .table import PARTS, LatencyTable, PartTiming
 
 
@@ -80,12 +81,15 @@ def timing_image(imgsz: int, image: np.ndarray | None = None, seed: int = 0) -> 
 
 
 def time_steps(steps: list[Step], *, repeats: int, warmup: int, max_seconds: float,
-               sync: Step = lambda: None) -> dict[str, list[float]]:
-    """Milliseconds of each step (one per part, in PARTS order) over `repeats` runs of the whole pipeline.
+               sync: Step = lambda: None, names: tuple[str, ...] = PARTS) -> dict[str, list[float]]:
+    """Milliseconds of each step (named by `names`, default one per part in PARTS order) over `repeats` runs
+    of the whole pipeline.
 
     Fewer repeats are kept when max_seconds runs out (at least 5). `sync` waits for queued device work.
     """
-    times: dict[str, list[float]] = {p: [] for p in PARTS}
+    if len(names) != len(steps):
+        raise ValueError(f"{len(steps)} steps but {len(names)} names")
+    times: dict[str, list[float]] = {p: [] for p in names}
     start = time.perf_counter()
     for r in range(warmup + repeats):
         sync()
@@ -95,7 +99,7 @@ def time_steps(steps: list[Step], *, repeats: int, warmup: int, max_seconds: flo
             sync()
             stamps.append(time.perf_counter_ns())
         if r >= warmup:
-            for part, (a, b) in zip(PARTS, zip(stamps, stamps[1:])):
+            for part, (a, b) in zip(names, zip(stamps, stamps[1:])):
                 times[part].append((b - a) / 1e6)
             if time.perf_counter() - start > max_seconds and r - warmup + 1 >= 5:
                 break
@@ -141,7 +145,8 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
                   runtime: str = "torch", image: np.ndarray | None = None) -> LatencyTable:
     """Measure this device in `runtime` (torch, onnxruntime, openvino) and return its latency table.
 
-    Deployment runtimes run on the CPU at batch 1 with `threads` threads (default: torch's thread count).
+    Deployment runtimes run on the CPU at batch 1 with `threads` threads (default: torch's thread count);
+    their tables also time every graph a profile can deploy, as deployed (`LatencyTable.graphs`).
     """
     device = device or torch.device("cpu")
     if runtime != "torch" and (device.type != "cpu" or batch != 1):
@@ -164,13 +169,16 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(previous)
-    parts = {p: PartTiming(median_ms=float(np.median(v)), p90_ms=float(np.percentile(v, 90)), repeats=len(v),
-                           mean_ms=float(np.mean(v)), min_ms=float(np.min(v))) for p, v in times.items()}
+    timings = {p: PartTiming(median_ms=float(np.median(v)), p90_ms=float(np.percentile(v, 90)), repeats=len(v),
+                             mean_ms=float(np.mean(v)), min_ms=float(np.min(v))) for p, v in times.items()}
+    parts = {p: timings[p] for p in PARTS}
+    graphs = {g: timings[f"graph:{g}"] for g in GRAPH_KEYS if f"graph:{g}" in timings}
     return LatencyTable(
         device=device_info(device, used_threads, runtime),
         model={"scale": scale_name or [model.scale.depth, model.scale.width], "nc": model.nc, "imgsz": imgsz,
                "batch": batch, "checkpoint_sha256": checkpoint_sha256},
         parts=parts,
+        graphs=graphs,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measurement={"warmup": warmup, "interleaved": True, "synchronized": device.type == "cuda", "fused": True,
                      "dh_tune": __version__, "seconds": round(seconds, 3), "runtime": runtime,

@@ -1,7 +1,8 @@
-"""Time DH-Net's parts in a deployment runtime (ONNX Runtime, OpenVINO) exactly as a deployment runs them.
+"""Time DH-Net in a deployment runtime (ONNX Runtime, OpenVINO) exactly as a deployment runs it.
 
-Each stage and each gate is exported as its own graph (fused, fp32, fixed input size) and run by the
-runtime; pre-processing, decoding and NMS are the deployment module's own numpy/OpenCV code.
+The network is exported once (fused, fp32, fixed input size) and cut into one graph per part (each
+stage, each gate) and one per graph a profile can deploy (`dh_tune.gating.GRAPH_KEYS`); the runtime
+runs them; pre-processing, decoding and NMS are the deployment module's own numpy/OpenCV code.
 """
 from __future__ import annotations
 
@@ -13,35 +14,41 @@ from pathlib import Path
 import numpy as np
 
 from ..export.dhnet_runtime import decode, load_graph, nms, preprocess
-from ..export.graphs import export_onnx, part_specs
+from ..export.graphs import cut, deployment_specs, export_whole, part_specs
+from ..gating import GRAPH_KEYS
 from ..model import DEPLOY_NMS, DHNet, NMSConfig
 from .measure import time_steps, timing_image
+from .table import PARTS
 
 
 _LOADED: dict[tuple, dict[str, Callable]] = {}
 
 
 def part_graphs(model: DHNet, imgsz: int, runtime: str, threads: int | None) -> dict[str, Callable]:
-    """The runtime's loaded graph per part, exported once per process for these weights, size and threads."""
+    """The runtime's loaded graph per part and per deployable graph, exported once per process for these
+    weights, size and threads."""
     digest = hashlib.sha256()
     for t in model.state_dict().values():
         digest.update(t.detach().cpu().numpy().tobytes())
     key = (digest.hexdigest(), imgsz, runtime, threads)
     if key not in _LOADED:
         with tempfile.TemporaryDirectory(prefix="dh-tune-parts-") as tmp:
-            _LOADED[key] = {name: load_graph(runtime, export_onnx(model, spec, imgsz, Path(tmp) / f"{name}.onnx"),
-                                             threads) for name, spec in part_specs().items()}
+            whole = export_whole(model, imgsz, Path(tmp) / "whole.onnx")
+            specs = {**part_specs(), **deployment_specs()}
+            _LOADED[key] = {name: load_graph(runtime, cut(whole, spec, Path(tmp) / f"{name}.onnx"), threads)
+                            for name, spec in specs.items()}
     return _LOADED[key]
 
 
 def measure_parts_runtime(model: DHNet, imgsz: int, runtime: str, *, threads: int | None = None, repeats: int = 60,
                           warmup: int = 10, max_seconds: float = 30.0, nms_config: NMSConfig = DEPLOY_NMS,
                           seed: int = 0, image: np.ndarray | None = None) -> dict[str, list[float]]:
-    """Milliseconds of each part (batch 1) for `repeats` runs in `runtime`, fewer if max_seconds runs out.
+    """Milliseconds of each part and each deployable graph (named 'graph:<key>') at batch 1 for `repeats` runs in
+    `runtime`, fewer if max_seconds runs out.
 
     `image` (BGR) is the frame pre-processing and NMS are timed on (default: noise at the input size).
     """
-    specs = part_specs()
+    specs = {**part_specs(), **deployment_specs()}
     graphs = part_graphs(model, imgsz, runtime, threads)
     img = timing_image(imgsz, image, seed)
     anchors, strides = model.anchors_px.cpu().numpy(), [float(s) for s in model.strides]
@@ -60,5 +67,10 @@ def measure_parts_runtime(model: DHNet, imgsz: int, runtime: str, *, threads: in
         nms(pred, nms_config.conf, nms_config.iou, nms_config.max_det, nms_config.multi_label,
             nms_config.max_candidates)
 
-    steps = [pre, part("stage1"), part("gate1"), part("stage2"), part("gate2"), part("stage3"), post]
-    return time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds)
+    def graph(name: str):  # outputs are dropped: the parts keep the inputs every graph reads
+        return lambda: graphs[name]({k: env[k] for k in specs[name].inputs})
+
+    steps = [pre, part("stage1"), part("gate1"), part("stage2"), part("gate2"), part("stage3"), post,
+             *(graph(g) for g in GRAPH_KEYS)]
+    return time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds,
+                      names=(*PARTS, *(f"graph:{g}" for g in GRAPH_KEYS)))

@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 
+from ..gating import GRAPH_KEYS, deepest_head, gates_computed, graph_key, plan_graphs
+
 SCHEMA_VERSION = 1
 
 PARTS: tuple[str, ...] = ("preprocess", "stage1", "gate1", "stage2", "gate2", "stage3", "nms")
@@ -101,6 +103,13 @@ SCHEMA: dict[str, Any] = {
             "properties": {p: _PART_SCHEMA for p in PARTS},
             "additionalProperties": False,
         },
+        # Deployment runtimes: each graph a profile can deploy (see dh_tune.gating.plan_graphs), timed as deployed.
+        "graphs": {
+            "type": "object",
+            "required": list(GRAPH_KEYS),
+            "properties": {g: _PART_SCHEMA for g in GRAPH_KEYS},
+            "additionalProperties": False,
+        },
         "measurement": {
             "type": "object",
             "properties": {
@@ -176,7 +185,7 @@ def _check(doc: Any, source: str) -> None:
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(doc))
     if error is not None:
         raise LatencyTableError(f"{source}: invalid latency table at {_problem(error)}")
-    for name, part in doc["parts"].items():
+    for name, part in [*doc["parts"].items(), *doc.get("graphs", {}).items()]:
         if not all(math.isfinite(v) for k, v in part.items() if k.endswith("_ms")):
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: times must be finite")
         if part["p90_ms"] < part["median_ms"]:
@@ -193,7 +202,9 @@ def _check(doc: Any, source: str) -> None:
 class LatencyTable:
     """Per-part timings of DH-Net on one device, with the device and model they were measured for.
 
-    ``exit_cost_ms`` turns them into the cost of an image leaving after each head.
+    ``exit_cost_ms`` turns them into the cost of an image leaving after each head. Tables of a deployment
+    runtime also time every graph a profile can deploy (``graphs``): a profile is priced by the graphs it
+    runs, which cost less than their parts timed apart (fewer runtime calls, fewer tensors handed on).
     """
 
     device: dict[str, Any]
@@ -201,6 +212,7 @@ class LatencyTable:
     parts: dict[str, PartTiming]
     created_at: str
     measurement: dict[str, Any] = field(default_factory=dict)
+    graphs: dict[str, PartTiming] = field(default_factory=dict)
 
     @property
     def device_name(self) -> str:
@@ -227,6 +239,8 @@ class LatencyTable:
             "parts": {name: self.parts[name].to_dict() for name in PARTS if name in self.parts},
             "created_at": self.created_at,
         }
+        if self.graphs:
+            doc["graphs"] = {name: self.graphs[name].to_dict() for name in GRAPH_KEYS if name in self.graphs}
         if self.measurement:
             doc["measurement"] = dict(self.measurement)
         return doc
@@ -239,8 +253,9 @@ class LatencyTable:
         """
         _check(doc, source)
         parts = {name: PartTiming(**p) for name, p in doc["parts"].items()}
+        graphs = {name: PartTiming(**p) for name, p in doc.get("graphs", {}).items()}
         return cls(device=dict(doc["device"]), model=dict(doc["model"]), parts=parts,
-                   created_at=doc["created_at"], measurement=dict(doc.get("measurement", {})))
+                   created_at=doc["created_at"], measurement=dict(doc.get("measurement", {})), graphs=graphs)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
@@ -286,29 +301,38 @@ class LatencyTable:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    def exit_cost_ms(self, statistic: str = "median", gates: tuple[bool, bool] = (True, True)) -> np.ndarray:
-        """Cost (3,) in ms of an image leaving after head 1, 2 and 3, from one statistic per part.
+    def exit_cost_ms(self, statistic: str = "median", thresholds: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+        """Cost (3,) in ms of an image leaving after head 1, 2 and 3 under gate `thresholds`, from one statistic.
 
-        Head 1: preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3.
-        `gates` says which gates are computed: a gate left out (its threshold decides alone) costs nothing.
+        With ``graphs`` timed: pre-processing + the deployed graphs the image runs + NMS. Otherwise from the
+        parts: head 1 is preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3,
+        and a gate left out (its threshold decides alone, `dh_tune.gating`) costs nothing.
         """
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+        if len(thresholds) != 2 or any(isinstance(t, bool) for t in thresholds):
+            raise TypeError(f"thresholds must be two numbers (t1, t2), got {thresholds!r}")
         missing = [p for p in PARTS if p not in self.parts]
         if missing:
             raise LatencyTableError(f"latency table of {self.device_name} lacks parts {missing}")
         attr = f"{statistic}_ms"
-        skipped = {g for g, on in zip(GATE_PARTS, gates) if not on}
+        t1, t2 = float(thresholds[0]), float(thresholds[1])
+        if self.graphs:
+            fixed = getattr(self.parts["preprocess"], attr) + getattr(self.parts["nms"], attr)
+            last = deepest_head(t1, t2)
+            graphs = [(g[0][0], getattr(self.graphs[graph_key(g, last)], attr)) for g in plan_graphs(t1, t2)]
+            return np.array([fixed + sum(ms for first, ms in graphs if first <= level) for level in (1, 2, 3)])
+        skipped = {g for g, on in zip(GATE_PARTS, gates_computed(t1, t2)) if not on}
         return np.array([sum(getattr(self.parts[p], attr) for p in parts if p not in skipped) for parts in EXIT_PARTS])
 
 
 def expected_latency(exit_levels: np.ndarray, table: LatencyTable,
-                     gates: tuple[bool, bool]) -> tuple[float, float]:
-    """Expected (mean_ms, p90_ms) per image of a profile, from each image's exit level (1..3).
+                     thresholds: tuple[float, float]) -> tuple[float, float]:
+    """Expected (mean_ms, p90_ms) per image of a profile with gate `thresholds`, from each image's exit level.
 
-    `gates` tells which gates the profile computes (`dh_tune.gating.gates_computed(t1, t2)`); a static
-    configuration computes none. mean_ms: mean over images of the summed median part times of the
-    parts the image runs. p90_ms: 90th percentile over images (the smallest cost at or below which
+    The thresholds say which gates run and which graphs a deployment holds (a static configuration
+    computes no gate). mean_ms: mean over images of the summed median times of the
+    parts (or deployed graphs) the image runs. p90_ms: 90th percentile over images (the smallest cost at or below which
     >= 90% of images fall) of the summed p90 part times, a conservative estimate of the tail latency.
     """
     levels = np.asarray(exit_levels).reshape(-1)
@@ -317,6 +341,6 @@ def expected_latency(exit_levels: np.ndarray, table: LatencyTable,
     if not np.isin(levels, (1, 2, 3)).all():
         raise ValueError("exit levels must be 1, 2 or 3")
     index = levels.astype(np.int64) - 1
-    mean_ms = float(table.exit_cost_ms("median", gates)[index].mean())
-    p90_ms = float(np.quantile(table.exit_cost_ms("p90", gates)[index], 0.9, method="inverted_cdf"))
+    mean_ms = float(table.exit_cost_ms("median", thresholds)[index].mean())
+    p90_ms = float(np.quantile(table.exit_cost_ms("p90", thresholds)[index], 0.9, method="inverted_cdf"))
     return mean_ms, p90_ms

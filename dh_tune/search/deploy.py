@@ -40,8 +40,9 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
     out: dict[int, LatencyTable] = {}
     for s in sizes:
         prefix = "torch-" if runtime == "torch" else ""  # torch tables keep the name they always had
+        graphs = "" if runtime == "torch" else "-graphs"  # runtime tables time the deployed graphs too
         frame = "" if image is None else f"-frame{image.shape[1]}x{image.shape[0]}-{_digest(image)}"
-        path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-fused-{s}{frame}.json"
+        path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-fused{graphs}-{s}{frame}.json"
         if path.is_file() and not remeasure:
             out[s] = LatencyTable.load(path)
             if progress:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
-from ..gating import STATIC_NAMES, STATIC_THRESHOLDS, gates_computed, static_exit
+from ..gating import STATIC_NAMES, STATIC_THRESHOLDS, static_exit
 from ..latency import LatencyTable, expected_latency
 from .pareto import hypervolume, pareto_front
 
@@ -65,7 +65,7 @@ class DeploymentSpace:
         if key not in self._memo:
             table = self.tables[imgsz]
             m = table.evaluate(t1, t2)
-            mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz], gates_computed(t1, t2))
+            mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz], (t1, t2))
             self._memo[key] = Candidate(
                 imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), mean_ms, p90_ms,
                 tuple(float(s) for s in m.exit_shares), tuple(float(v) for v in m.gate_accuracy),

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
-from ..gating import gates_computed
 from ..latency import LatencyTable, expected_latency
 from ..latency.measure import slug
 from ..tracking import SafeLogger, flatten, start_run
@@ -56,7 +55,7 @@ def figure7(out: Path, trial: dict, cand: dict, table: LatencyTable, metric: str
     for t in ts:
         m = et.evaluate(t, cand["t2"])
         ap.append(m.ap50 if metric == "ap50" else m.ap50_95)
-        lat.append(expected_latency(et.exit_levels(t, cand["t2"]), table, gates_computed(t, cand["t2"]))[0])
+        lat.append(expected_latency(et.exit_levels(t, cand["t2"]), table, (t, cand["t2"]))[0])
         share.append(m.exit_shares[0])
     return plot_threshold_sweep(ts, np.array(ap), np.array(lat), np.array(share), 1, cand["t2"], path,
                                 f"{metric} and latency vs gate-1 threshold (imgsz {cand['imgsz']})")
