@@ -250,7 +250,8 @@ def goals(doc: dict, fastest: str) -> dict:
                   "exit1_saving": saving, "exit1_saving_macs": d["mac_exit1_saving"],
                   "ok_speed": rt["static"] / ms["torch static"] <= 0.35,
                   "ok_gates": rt["all heads"] / rt["static"] - 1 <= 0.03,
-                  "ok_exit1": abs(saving - d["mac_exit1_saving"]) <= 0.03}
+                  # The issue sets the exit-1 goal at 320 and 640 px only.
+                  "ok_exit1": abs(saving - d["mac_exit1_saving"]) <= 0.03 if s in ("320", "640") else None}
     return out
 
 
@@ -273,7 +274,8 @@ def format_doc(doc: dict) -> str:
                      f"all heads {100 * g['all_heads_over_static']:+.1f}% over static [{'ok' if g['ok_gates'] else 'MISSED'}"
                      f" <= 3%; stages chained without gates {100 * (g['chain_over_static'] or 0):+.1f}%]; "
                      f"exit-1 saving {100 * g['exit1_saving']:.1f}% vs MACs {100 * g['exit1_saving_macs']:.1f}% "
-                     f"[{'ok' if g['ok_exit1'] else 'MISSED'} within 3 points]")
+                     + ("[no goal at this size]" if g["ok_exit1"] is None else
+                        f"[{'ok' if g['ok_exit1'] else 'MISSED'} within 3 points]"))
     for s in sizes:
         for r, e in doc["sizes"][s]["equivalence"].items():
             lines.append(f"{s} px {r}: maps within {e['max_abs_diff']:.1e} of torch, gate scores within "

@@ -198,6 +198,10 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
     return ["## 6. Deployment runtimes", "",
             f"Network time per image (batch 1, {doc['threads']} threads, fp32; {doc['rounds']} rounds with every variant "
             "once per round in random order, medians; ratio to dh-tune's fused eager static model, the torch runtime). "
+            + (f"Each runtime runs in a process of its own with its default thread settings, the processes taking "
+               f"turns in {doc['blocks']} blocks (in one process the runtimes starve each other: each one's idle "
+               "threads spin after it returns). " if doc.get("blocks") else "")
+            + 
             "*YOLOv5 static* is YOLOv5's own layer-list forward loaded from the same YOLOv5-named state dict and "
             "fused. Dynamic variants compute their gates: *exit 1* stops every image after head 1. Runtimes: "
             + ", ".join(f"{k} {v}" for k, v in doc["runtimes"].items()) + ".", "",
@@ -253,8 +257,9 @@ def cost_section(cost: dict, throughput: dict) -> list[str]:
             f"images at {c['imgsz']} px: forward, NMS, AP), and the latency the device table predicts vs the "
             f"measured mean of the dynamic model (largest error {worst:.1f}%). The machine's speed drifts, so each of "
             f"the {c.get('passes', 5)} passes times the device table right before each measurement; the error is the "
-            "median over passes of each pass's error. Measured in a process of its own with OMP_WAIT_POLICY=PASSIVE "
-            "(idle torch threads must not spin while another runtime runs), which slows eager torch itself.", "",
+            "median over passes of each pass's error. Each runtime is checked in a process of its own with its default "
+            "thread settings. Tables of a deployment runtime time every graph a profile can deploy and price a "
+            "profile by the graphs it runs.", "",
             *_table(["profile", "cache ms", "re-run ms", "ratio", "predicted ms", "measured ms", "error"], rows),
             *runtime_lines,
             f"On a 1,000-image table (about {cost['synthetic_1000']['detections'] // 1000}k cached detections) one "
@@ -299,7 +304,8 @@ def write(results: dict, path: Path, figures: Path) -> Path:
         shutil.copyfile(search["front_png"], figures / "pareto_front.png")
     lines = ["# dh-tune results", "", headline(results), "",
              "Written by `python benchmarks/run_all.py`; every number comes from that run except the columns and "
-             "rows labelled *paper*.", "",
+             "rows labelled *paper* and section 8, which was measured on a GPU machine and is kept in "
+             "`benchmarks/gpu/`.", "",
              *table2_section(results["table2"]), *table1_section(results["table1"]),
              *accuracy_section(results["accuracy"], search, results["static"], figures),
              *gate_parity_section(results["gate_parity"]),

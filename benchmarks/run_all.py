@@ -219,7 +219,8 @@ def search_cost(search_doc: dict, images: int, quick: bool, out: Path) -> dict:
     runtimes = ("torch", fastest_installed()) if quick else tuple(installed())
     cost = _in_own_process("bench_search_cost.py", out / "search_cost.json", "--checkpoint", str(prof.checkpoint_path()),
                            "--profiles", ";".join(f"{t1},{t2}" for t1, t2 in profiles), "--images", str(images),
-                           "--imgsz", str(prof.imgsz), "--runtimes", *dict.fromkeys(runtimes))
+                           "--imgsz", str(prof.imgsz), "--repeats", "3" if quick else "7",
+                           "--runtimes", *dict.fromkeys(runtimes))
     return {"cache": cost, "synthetic_1000": bench_profile_eval.measure(images=1000),
             "hv_ratio_min": search_doc["hv_ratio_min"]}
 

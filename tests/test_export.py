@@ -213,7 +213,9 @@ def test_device_table_records_its_runtime(runtime, tmp_path) -> None:
     # Every graph a profile can deploy is timed as deployed; static profiles are priced by their one graph.
     assert set(table.graphs) == set(GRAPH_KEYS) and all(g.median_ms > 0 for g in table.graphs.values())
     fixed = table.parts["preprocess"].median_ms + table.parts["nms"].median_ms
-    assert table.exit_cost_ms("median", (1.0, 1.0))[0] == pytest.approx(fixed + table.graphs["stage1-to1"].median_ms)
+    head1 = table.parts["preprocess"].median_ms + table.exit_nms["1"].median_ms + table.graphs["stage1-to1"].median_ms
+    assert table.exit_cost_ms("median", (1.0, 1.0))[0] == pytest.approx(head1)
+    assert table.exit_cost_ms("median", (0.0, 0.0))[2] == pytest.approx(fixed + table.graphs["stage1-2-3"].median_ms)
     table.save(tmp_path / "t.json")
     assert LatencyTable.load(tmp_path / "t.json").graphs == table.graphs
     assert LatencyTable.load(tmp_path / "t.json").runtime["name"] == runtime

@@ -195,3 +195,21 @@ def test_scale_may_be_explicit_multiples_and_checkpoint_unknown():
     table = LatencyTable.from_dict(doc)
     assert table.model["scale"] == [0.33, 0.25]
     assert set(table.parts) == set(PARTS)
+
+
+def test_an_early_exit_is_charged_its_own_decode_and_nms(tmp_path):
+    """Decode and NMS of an image that left after head 1 or 2 see only the maps of the heads that ran."""
+    doc = with_graphs(document())
+    doc["exit_nms"] = {"1": {"median_ms": 0.125, "p90_ms": 0.25, "repeats": 50},
+                       "2": {"median_ms": 0.375, "p90_ms": 0.5, "repeats": 50}}
+    for d in (doc, {k: v for k, v in doc.items() if k != "graphs"}):
+        table = LatencyTable.load(write(tmp_path, d))
+        assert table.to_dict() == d
+        without = LatencyTable.from_dict({k: v for k, v in d.items() if k != "exit_nms"})
+        for t in CORNERS:
+            np.testing.assert_allclose(table.exit_cost_ms("median", t),
+                                       without.exit_cost_ms("median", t) - (0.5 - np.array([0.125, 0.375, 0.5])))
+    bad = copy.deepcopy(doc)
+    bad["exit_nms"]["3"] = bad["exit_nms"]["1"]
+    with pytest.raises(LatencyTableError, match="exit_nms"):
+        LatencyTable.from_dict(bad, "t.json")

@@ -72,6 +72,10 @@ def _sync(device: torch.device) -> None:
 Step = Callable[[], None]
 
 
+EXIT_NMS_STEPS = ("nms:1", "nms:2")
+"""Names of the timed decode-and-NMS steps of an image leaving after head 1 and head 2."""
+
+
 def timing_image(imgsz: int, image: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
     """The frame a table is timed on: `image` when given (a representative one: its size sets the resize
     cost of pre-processing, its content the NMS load), else uniform noise of the input size."""
@@ -132,10 +136,14 @@ def measure_parts(model: DHNet, imgsz: int, *, device: torch.device, batch: int 
     def stage3() -> None:
         env["p5_map"] = model.stage3(env["p4"], env["s1"].lateral10)
 
+    def post(heads: int):  # decode and NMS of the maps of the first `heads` heads (an exit after that head)
+        return lambda: postprocess([env["s1"].p3_map, env["p4_map"], env["p5_map"]][:heads], model.anchors_px[:heads],
+                                   model.strides[:heads], nms)
+
     steps = [pre, stage1, lambda: torch.sigmoid(model.gate_logit(0, env["s1"].p3)), stage2,
-             lambda: torch.sigmoid(model.gate_logit(1, env["p4"])), stage3,
-             lambda: postprocess([env["s1"].p3_map, env["p4_map"], env["p5_map"]], model.anchors_px, model.strides, nms)]
-    times = time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds, sync=lambda: _sync(device))
+             lambda: torch.sigmoid(model.gate_logit(1, env["p4"])), stage3, post(3), post(1), post(2)]
+    times = time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds, sync=lambda: _sync(device),
+                       names=(*PARTS, *EXIT_NMS_STEPS))
     return {part: [t / batch for t in v] for part, v in times.items()}
 
 
@@ -173,12 +181,14 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
                              mean_ms=float(np.mean(v)), min_ms=float(np.min(v))) for p, v in times.items()}
     parts = {p: timings[p] for p in PARTS}
     graphs = {g: timings[f"graph:{g}"] for g in GRAPH_KEYS if f"graph:{g}" in timings}
+    exit_nms = {name.split(":")[1]: timings[name] for name in EXIT_NMS_STEPS}
     return LatencyTable(
         device=device_info(device, used_threads, runtime),
         model={"scale": scale_name or [model.scale.depth, model.scale.width], "nc": model.nc, "imgsz": imgsz,
                "batch": batch, "checkpoint_sha256": checkpoint_sha256},
         parts=parts,
         graphs=graphs,
+        exit_nms=exit_nms,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measurement={"warmup": warmup, "interleaved": True, "synchronized": device.type == "cuda", "fused": True,
                      "dh_tune": __version__, "seconds": round(seconds, 3), "runtime": runtime,

@@ -103,6 +103,13 @@ SCHEMA: dict[str, Any] = {
             "properties": {p: _PART_SCHEMA for p in PARTS},
             "additionalProperties": False,
         },
+        # Decode and NMS of an image that leaves after head 1 or 2 (only its heads' maps); head 3 is parts/nms.
+        "exit_nms": {
+            "type": "object",
+            "required": ["1", "2"],
+            "properties": {k: _PART_SCHEMA for k in ("1", "2")},
+            "additionalProperties": False,
+        },
         # Deployment runtimes: each graph a profile can deploy (see dh_tune.gating.plan_graphs), timed as deployed.
         "graphs": {
             "type": "object",
@@ -185,7 +192,7 @@ def _check(doc: Any, source: str) -> None:
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(doc))
     if error is not None:
         raise LatencyTableError(f"{source}: invalid latency table at {_problem(error)}")
-    for name, part in [*doc["parts"].items(), *doc.get("graphs", {}).items()]:
+    for name, part in [*doc["parts"].items(), *doc.get("graphs", {}).items(), *doc.get("exit_nms", {}).items()]:
         if not all(math.isfinite(v) for k, v in part.items() if k.endswith("_ms")):
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: times must be finite")
         if part["p90_ms"] < part["median_ms"]:
@@ -213,6 +220,7 @@ class LatencyTable:
     created_at: str
     measurement: dict[str, Any] = field(default_factory=dict)
     graphs: dict[str, PartTiming] = field(default_factory=dict)
+    exit_nms: dict[str, PartTiming] = field(default_factory=dict)
 
     @property
     def device_name(self) -> str:
@@ -241,6 +249,8 @@ class LatencyTable:
         }
         if self.graphs:
             doc["graphs"] = {name: self.graphs[name].to_dict() for name in GRAPH_KEYS if name in self.graphs}
+        if self.exit_nms:
+            doc["exit_nms"] = {k: v.to_dict() for k, v in sorted(self.exit_nms.items())}
         if self.measurement:
             doc["measurement"] = dict(self.measurement)
         return doc
@@ -254,8 +264,10 @@ class LatencyTable:
         _check(doc, source)
         parts = {name: PartTiming(**p) for name, p in doc["parts"].items()}
         graphs = {name: PartTiming(**p) for name, p in doc.get("graphs", {}).items()}
+        exit_nms = {k: PartTiming(**p) for k, p in doc.get("exit_nms", {}).items()}
         return cls(device=dict(doc["device"]), model=dict(doc["model"]), parts=parts,
-                   created_at=doc["created_at"], measurement=dict(doc.get("measurement", {})), graphs=graphs)
+                   created_at=doc["created_at"], measurement=dict(doc.get("measurement", {})), graphs=graphs,
+                   exit_nms=exit_nms)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
@@ -306,7 +318,8 @@ class LatencyTable:
 
         With ``graphs`` timed: pre-processing + the deployed graphs the image runs + NMS. Otherwise from the
         parts: head 1 is preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3,
-        and a gate left out (its threshold decides alone, `dh_tune.gating`) costs nothing.
+        and a gate left out (its threshold decides alone, `dh_tune.gating`) costs nothing. NMS is the
+        exit's own (``exit_nms``: decode and NMS of the maps of the heads that ran) where timed.
         """
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
@@ -317,13 +330,17 @@ class LatencyTable:
             raise LatencyTableError(f"latency table of {self.device_name} lacks parts {missing}")
         attr = f"{statistic}_ms"
         t1, t2 = float(thresholds[0]), float(thresholds[1])
+        nms = getattr(self.parts["nms"], attr)
+        # Decode and NMS see only the maps of the heads an image ran (tables without exit_nms: all three).
+        post = np.array([getattr(self.exit_nms[k], attr) if k in self.exit_nms else nms for k in ("1", "2")] + [nms])
         if self.graphs:
-            fixed = getattr(self.parts["preprocess"], attr) + getattr(self.parts["nms"], attr)
+            pre = getattr(self.parts["preprocess"], attr)
             last = deepest_head(t1, t2)
             graphs = [(g[0][0], getattr(self.graphs[graph_key(g, last)], attr)) for g in plan_graphs(t1, t2)]
-            return np.array([fixed + sum(ms for first, ms in graphs if first <= level) for level in (1, 2, 3)])
-        skipped = {g for g, on in zip(GATE_PARTS, gates_computed(t1, t2)) if not on}
-        return np.array([sum(getattr(self.parts[p], attr) for p in parts if p not in skipped) for parts in EXIT_PARTS])
+            return pre + post + np.array([sum(ms for first, ms in graphs if first <= level) for level in (1, 2, 3)])
+        skipped = {g for g, on in zip(GATE_PARTS, gates_computed(t1, t2)) if not on} | {"nms"}
+        return post + np.array([sum(getattr(self.parts[p], attr) for p in parts if p not in skipped)
+                                for parts in EXIT_PARTS])
 
 
 def expected_latency(exit_levels: np.ndarray, table: LatencyTable,

@@ -39,10 +39,11 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
     version = slug(torch.__version__) if runtime == "torch" else slug(f"{runtime}-{info['runtime']['version']}")
     out: dict[int, LatencyTable] = {}
     for s in sizes:
-        prefix = "torch-" if runtime == "torch" else ""  # torch tables keep the name they always had
-        graphs = "" if runtime == "torch" else "-graphs"  # runtime tables time the deployed graphs too
+        prefix = "torch-" if runtime == "torch" else ""
+        # What the table holds: fused parts, each exit's own NMS, and for a runtime its deployable graphs, warm.
+        kind = "fused-exitnms" if runtime == "torch" else "fused-graphs-warm-exitnms"
         frame = "" if image is None else f"-frame{image.shape[1]}x{image.shape[0]}-{_digest(image)}"
-        path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-fused{graphs}-{s}{frame}.json"
+        path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-{kind}-{s}{frame}.json"
         if path.is_file() and not remeasure:
             out[s] = LatencyTable.load(path)
             if progress:
