@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,15 @@ def test_gpu_section_shows_the_stored_figures_with_the_card() -> None:
     rows = gpu_page.summary_rows(gpu)
     assert len(rows) == 3 and "images/s" in rows[-1][1]
     assert gpu_page.load(ROOT / "no-such-folder") == {} and gpu_page.section({}) == []
+
+
+def test_chain_variants_compute_the_static_maps() -> None:
+    """bench_chain.py: every way of chaining (and the one-graph If early exit) gives the static graph's maps."""
+    import bench_chain
+
+    doc = bench_chain.measure(imgsz=64, rounds=2)
+    assert set(doc["ms"]) == {"static", "chain", "chain-ort", "chain-bind", "if-graph", "if-graph exit 1"}
+    assert all(d <= 1e-5 for d in doc["max_map_diff"].values())
+    with tempfile.TemporaryDirectory() as tmp:
+        out = bench_chain.variants(64, Path(tmp))["if-graph exit 1"]()
+    assert out["p3_map"].size > 0 and out["p4_map"].size == 0 and out["p5_map"].size == 0
