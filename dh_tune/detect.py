@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .messages import finite_float
+
 PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
            (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
 
@@ -26,10 +28,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="runtime with --profile (default: the one the profile was chosen with); without: torch")
     p.add_argument("--any-runtime", action="store_true", help="run a profile under another runtime than its own")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of onnxruntime/openvino (default: theirs)")
-    p.add_argument("--thresholds", type=float, nargs=2, default=None, metavar=("T1", "T2"),
+    p.add_argument("--thresholds", type=finite_float, nargs=2, default=None, metavar=("T1", "T2"),
                    help="gate thresholds without a profile (default 0.5 0.5)")
     p.add_argument("--imgsz", type=int, default=None, help="input size without a profile (default: training size)")
-    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    p.add_argument("--conf", type=finite_float, default=0.25, help="confidence threshold (default 0.25)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     return p.parse_args(argv)
 
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.checkpoint is not None:
             if args.runtime not in (None, "torch"):
                 raise ValueError("--runtime onnxruntime/openvino runs a profile: give --profile")
+            if args.imgsz is not None and (args.imgsz <= 0 or args.imgsz % 32):
+                raise ValueError(f"--imgsz {args.imgsz}: must be a positive multiple of 32 (the largest stride)")
             predictor = Predictor.from_checkpoint(args.checkpoint, args.imgsz, tuple(args.thresholds or (0.5, 0.5)),
                                                   nms=nms)
         else:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from .messages import finite_float
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dh_tune.profile_device", description=__doc__.split(":", 1)[1].strip())
@@ -22,7 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="images per forward (times are per image)")
     p.add_argument("--repeats", type=int, default=60, help="timed repeats after warm-up (default 60)")
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up repeats (default 10)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="stop repeating after this long (default 60)")
+    p.add_argument("--max-seconds", type=finite_float, default=60.0, help="stop repeating after this long (default 60)")
     p.add_argument("--image", type=Path, default=None,
                    help="a representative input frame: pre-processing and NMS are timed on it (default: noise "
                         "at the input size, so no resize is timed)")

@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 
 from . import __version__
+from .messages import NonFiniteNumber, loads_finite
 from .gating import STATIC_NAMES, gates_computed, static_exit
 
 SCHEMA_VERSION = 1
@@ -183,9 +184,11 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile (plain JSON, never unpickled)."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = loads_finite(path.read_text())
     except FileNotFoundError:
         raise ProfileError(f"{path}: no such profile") from None
+    except NonFiniteNumber as exc:
+        raise ProfileError(f"{path}: {exc} (profiles hold finite numbers only)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: not JSON ({exc})") from None
     validate(doc, str(path))

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .messages import first_line, redact_uri
+
 STORE_DIR = Path("mlflow")
 
 
@@ -87,7 +89,7 @@ class SafeLogger:
             getattr(self._client, fn)(self.run_id, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must not stop training or search
             self.failed = True
-            print(f"warning: MLflow logging to {self.uri} failed ({str(exc).splitlines()[0][:200]}); "
+            print(f"warning: MLflow logging to {redact_uri(self.uri)} failed ({redact_uri(first_line(exc))[:200]}); "
                   "results are still written to disk", file=sys.stderr, flush=True)
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -125,7 +127,7 @@ def start_run(uri: str, experiment: str, run_name: str, tags: dict[str, str] | N
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = c.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
     except Exception as exc:  # noqa: BLE001
-        print(f"warning: cannot reach MLflow at {uri} ({str(exc).splitlines()[0][:200]}); "
+        print(f"warning: cannot reach MLflow at {redact_uri(uri)} ({redact_uri(first_line(exc))[:200]}); "
               "continuing without tracking, results are written to disk", file=sys.stderr, flush=True)
         return None
     return SafeLogger(uri, run.info.run_id)

@@ -6,6 +6,8 @@ from typing import Any
 
 import yaml
 
+from .messages import first_line
+
 
 def read_yaml_mapping(path: str | Path, error: type[Exception], expected: str) -> dict[str, Any]:
     """The file's top-level mapping; `error` (with file and reason) when missing, invalid or not a mapping."""
@@ -15,7 +17,7 @@ def read_yaml_mapping(path: str | Path, error: type[Exception], expected: str) -
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except yaml.YAMLError as exc:
-        raise error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise error(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(doc, dict) or not doc:
         raise error(f"{path}: expected {expected}")
     return doc

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..messages import finite_float
 from .images import read_image
 from .letterbox import check_imgsz
 from .loader import FORMATS, load_dataset
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     _dataset_arguments(stats)
     stats.add_argument("--imgsz", type=_imgsz, help=f"network input size (default {PAPER_IMGSZ} with --data, "
                        f"{SYNTH_DEFAULT_IMGSZ} for the built-in dataset)")
-    stats.add_argument("--eps", type=float, default=4.0, help="anchor ratio threshold epsilon (default 4)")
+    stats.add_argument("--eps", type=finite_float, default=4.0, help="anchor ratio threshold epsilon (default 4)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of tables")
     stats.set_defaults(run=cmd_stats)
     return parser

@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from ..messages import first_line
 from .images import IMAGE_SUFFIXES, ImageProblem, list_images, probe_image
 from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
@@ -153,7 +154,7 @@ def read_yolo(yaml_file: str | Path, *, strict: bool = False) -> Dataset:
     except OSError as err:
         raise DataError(f"{yaml_file}: cannot read ({err.strerror or err})") from None
     except yaml.YAMLError as err:
-        raise DataError(f"{yaml_file}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise DataError(f"{yaml_file}: not valid YAML ({first_line(err)})") from None
     except jsonschema.ValidationError as err:
         where = "/".join(str(p) for p in err.absolute_path) or "top level"
         raise DataError(f"{yaml_file}: invalid data YAML at {where}: {err.message}") from None

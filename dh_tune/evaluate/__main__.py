@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..messages import finite_float
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dh_tune.evaluate", description=__doc__.split(":", 1)[1].strip())
     p.add_argument("--checkpoint", type=Path, required=True, help="dh-tune checkpoint (best.pt or last.pt)")
     p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the pipeline's val split)")
-    p.add_argument("--thresholds", type=float, nargs=2, default=(0.5, 0.5), metavar=("T1", "T2"),
+    p.add_argument("--thresholds", type=finite_float, nargs=2, default=(0.5, 0.5), metavar=("T1", "T2"),
                    help="gate thresholds: an image stops after head k when gate k's score is below Tk (default 0.5 0.5)")
     p.add_argument("--imgsz", type=int, default=None, help="network input size (default: the training size)")
     p.add_argument("--device-table", type=Path, default=None, help="latency table of the target device "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -200,14 +201,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _NotFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotFinite(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(f"{text} is not a finite number")
+    return value
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """Read deploy.json, check its structure, that every file stays inside the folder and matches its checksum."""
     folder = Path(folder)
     path = folder / MANIFEST
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(), parse_constant=_refuse_constant, parse_float=_finite_float)
     except FileNotFoundError:
         raise DeploymentError(f"{folder}: no {MANIFEST} (not a folder written by dh_tune.export)") from None
+    except _NotFinite as exc:
+        raise DeploymentError(f"{path}: {exc} (a manifest holds finite numbers only)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DeploymentError(f"{path}: not JSON ({exc})") from None
     required = {"kind": str, "schema_version": int, "format": str, "runtime": dict, "imgsz": int, "thresholds": list,

@@ -281,7 +281,7 @@ class LatencyTable:
         except (OSError, UnicodeDecodeError) as exc:
             raise LatencyTableError(f"{path}: cannot read latency table ({exc.__class__.__name__}: {exc})") from None
         try:
-            doc = json.loads(text)
+            doc = json.loads(text)  # non-finite times are refused by _check, which names the part
         except json.JSONDecodeError as exc:
             raise LatencyTableError(f"{path}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
         return cls.from_dict(doc, source=str(path))

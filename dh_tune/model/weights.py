@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..messages import first_line
+
 
 class WeightsError(ValueError):
     """A weights file that cannot be used (one line: the file and the reason)."""
@@ -43,7 +45,7 @@ def read_state_dict(source: str | Path | dict) -> dict[str, torch.Tensor]:
         except Exception as exc:  # noqa: BLE001 - any unpickling refusal becomes one clear line
             raise WeightsError(f"{path}: not a plain state dict loadable with weights_only=True "
                                f"(save `model.state_dict()` instead of the model object): "
-                               f"{str(exc).splitlines()[0]}") from None
+                               f"{first_line(exc)}") from None
     for key in ("model", "state_dict", "ema"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

@@ -11,11 +11,13 @@ import os
 import sys
 from pathlib import Path
 
+from ..messages import finite_float
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dh_tune.search", description=__doc__.split(":", 1)[1].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-ms", type=float, action="append", required=True, dest="budgets",
+    p.add_argument("--budget-ms", type=finite_float, action="append", required=True, dest="budgets",
                    help="latency budget per image in ms on the target device (repeat for several)")
     p.add_argument("--pipeline", default=None, help="pipeline YAML (default: pipelines/quickstart.yaml)")
     p.add_argument("--trials", type=int, default=None, help="training trials of the outer search (default: pipeline)")

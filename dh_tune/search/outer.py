@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data import load_dataset
 from ..latency import LatencyTable
+from ..messages import first_line
 from ..pipeline import Pipeline
 from .inner import front_of, inner_search
 from .pareto import select_for_budget
@@ -140,7 +141,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
             (trial_dir / "front.json").write_text(json.dumps(doc["front"], indent=1))
             log.artifact(trial_dir / "front.json")
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, the search goes on
-        doc.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        doc.update(status="failed", error=f"{type(exc).__name__}: {first_line(exc)}",
                    traceback=traceback.format_exc()[-4000:])
         write_result(trial_dir, doc)
         raise

@@ -15,6 +15,7 @@ import torch
 
 from ..export.dhnet_runtime import file_sha256  # checkpoints are identified by content, not by path
 from ..model import DHNet
+from ..messages import first_line
 
 FORMAT = "dh-tune-checkpoint"
 VERSION = 1
@@ -48,7 +49,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any unreadable file in one line
-        raise CheckpointError(f"{path}: not a readable dh-tune checkpoint ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: not a readable dh-tune checkpoint ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dh-tune checkpoint (no format tag '{FORMAT}')")
     if ckpt.get("version", 0) > VERSION:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..messages import redact_uri
 from ..pipeline import Pipeline
 from ..tracking import flatten, resolve_tracking_uri, start_run
 from .checkpoint import load_checkpoint
@@ -80,7 +81,7 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
                 mlflow_run_id = logger.run_id
     (run_dir / RUN_FILE).write_text(json.dumps({
         "pipeline": pipeline.model_dump(mode="json"), "dataset": dataset, "mlflow_run_id": mlflow_run_id,
-        "tracking_uri": uri}, indent=2))
+        "tracking_uri": redact_uri(uri) if uri else uri}, indent=2))
     tracking = {"uri": uri, "run_id": mlflow_run_id} if logger is not None else None
 
     try:

@@ -1,0 +1,96 @@
+"""Bad input gives one line naming the file or flag and the reason: non-finite numbers, empty files, secrets."""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from dh_tune.detect import main as detect_main
+from dh_tune.export.dhnet_runtime import MANIFEST, DeploymentError, read_manifest
+from dh_tune.messages import finite_float, first_line, loads_finite, redact_uri
+from dh_tune.pipeline import PipelineError, load_pipeline
+from dh_tune.profiles import ProfileError, load_profile
+from dh_tune.search.__main__ import parse_args as search_args
+from dh_tune.train.checkpoint import CheckpointError, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]
+
+
+def test_first_line_of_an_empty_message_is_the_type_name() -> None:
+    assert first_line(EOFError()) == "EOFError"
+    assert first_line(ValueError("bad\nmore")) == "bad"
+
+
+@pytest.mark.parametrize("token", NON_FINITE)
+def test_json_readers_refuse_non_finite_numbers(token: str, tmp_path) -> None:
+    text = '{"thresholds": [%s, 0.5], "budget_ms": 20}' % token
+    with pytest.raises(ValueError, match="not a finite number"):
+        loads_finite(text)
+    assert loads_finite('{"a": [0.5, 1e300, -2]}') == {"a": [0.5, 1e300, -2]}
+    profile = tmp_path / "p.json"
+    profile.write_text(text)
+    with pytest.raises(ProfileError, match=rf"^{profile}: .*not a finite number"):
+        load_profile(profile)
+    (tmp_path / MANIFEST).write_text('{"imgsz": 160, "thresholds": [%s, 0.5]}' % token)
+    with pytest.raises(DeploymentError, match="not a finite number"):
+        read_manifest(tmp_path)
+
+
+def test_pipelines_refuse_non_finite_numbers(tmp_path) -> None:
+    doc = yaml.safe_load((ROOT / "pipelines" / "quickstart.yaml").read_text())
+    for section, key in (("train", "lr0"), ("search", "min_dynamic_gain")):
+        for value in (math.nan, math.inf):
+            bad = copy.deepcopy(doc)
+            bad.setdefault(section, {})[key] = value
+            path = tmp_path / "bad.yaml"
+            path.write_text(yaml.safe_dump(bad))
+            with pytest.raises(PipelineError, match=rf"{path}: .*{section}.{key}"):
+                load_pipeline(path)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e999", "fast"])
+def test_number_flags_refuse_what_is_not_a_finite_number(text: str, capsys) -> None:
+    with pytest.raises(Exception, match="not a"):
+        finite_float(text)
+    with pytest.raises(SystemExit) as stop:
+        search_args([f"--budget-ms={text}"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("usage:") is False and "--budget-ms" in err[-1] and "not a" in err[-1]
+    assert finite_float("20") == 20.0
+
+
+def test_detect_refuses_bad_flags_and_an_empty_checkpoint_in_one_line(trained_tiny, tmp_path, capsys) -> None:
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 127, np.uint8))
+    out = str(tmp_path / "out")
+    with pytest.raises(SystemExit) as stop:
+        detect_main([str(image), "--checkpoint", str(trained_tiny), "--thresholds", "nan", "5", "--out", out])
+    assert stop.value.code == 2 and "--thresholds" in capsys.readouterr().err
+    assert detect_main([str(image), "--checkpoint", str(trained_tiny), "--imgsz", "100", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --imgsz 100: must be a positive multiple of 32 (the largest stride)"
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=rf"^{empty}: not a readable dh-tune checkpoint \(\w+"):
+        load_checkpoint(empty)
+    assert detect_main([str(image), "--checkpoint", str(empty), "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {empty}: not a readable")
+
+
+def test_credentials_in_tracking_uris_are_never_printed(tmp_path, capsys) -> None:
+    from dh_tune.tracking import start_run
+
+    assert redact_uri("http://user:s3cret@host:5000/x") == "http://***@host:5000/x"
+    assert redact_uri("https://token@host/") == "https://***@host/"
+    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+    assert start_run("http://alice:s3cret@127.0.0.1:9/", "exp", "run") is None  # nothing listens on port 9
+    err = capsys.readouterr().err
+    assert "cannot reach MLflow at http://***@127.0.0.1:9/" in err and "s3cret" not in err and "alice" not in err
