@@ -135,7 +135,7 @@ def tradeoff_section(search: dict, figures: Path) -> list[str]:
                            "hyperparameters"], rows)]
         trials = [m for m in models if m["role"] == "trial"]
         paper = next((m for m in trials if m["paper_point"]), None)
-        if trials and paper is not None:
+        if trials and paper is not None and paper["hypervolume"] > 0:
             best = max(trials, key=lambda m: m["hypervolume"])
             lines += [f"Best trial ({best['trial_id']}) hypervolume {best['hypervolume']:.3f} vs the paper's point "
                       f"{paper['hypervolume']:.3f} ({best['hypervolume'] / paper['hypervolume']:.3f}x).", ""]

@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=HERE / "RESULTS.md", help="results page to write")
     p.add_argument("--readme", default=str(HERE.parent / "README.md"),
                    help="README whose results table is refreshed ('' to leave it alone)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs of every model trained here (default: the pipeline's, or 20 with --quick); "
+                        "fewer gives a smoke run whose numbers mean little")
     p.add_argument("--fresh", action="store_true", help="measure every section again")
     p.add_argument("--redo", nargs="+", default=[], choices=SECTIONS, metavar="SECTION",
                    help=f"measure these sections again, keep the others ({', '.join(SECTIONS)})")
@@ -256,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     if args.quick:
         pipeline = pipeline.with_overrides(**QUICK)
+    if args.epochs is not None:
+        if args.epochs < 1:
+            print(f"error: --epochs {args.epochs}: train at least one epoch", file=sys.stderr)
+            return 2
+        pipeline = pipeline.with_overrides(train={"epochs": args.epochs})
     budgets = sorted(set(args.budgets or [3.0, 4.0, 6.0, 10.0]))
     out = (args.out or Path("runs/benchmarks") / mode).resolve()
     figures = args.results.parent / "results"
@@ -278,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "static": lambda: static(pipeline, out),
         "throughput": lambda: {"rows": bench_train_throughput.measure(pipeline, [1, 2])},
         "accuracy": lambda: accuracy(results["search"], results["static"], figures),
-        "gate_parity": lambda: gate_parity(pipeline, out, PARITY_EPOCHS[args.quick]),
+        "gate_parity": lambda: gate_parity(pipeline, out, args.epochs or PARITY_EPOCHS[args.quick]),
         "dynamic": lambda: dynamic(results["search"], images, DYNAMIC_SIZES[args.quick]),
         "runtimes": lambda: runtimes(results["search"], out, RUNTIME_SIZES[args.quick], RUNTIME_ROUNDS[args.quick]),
         "search_cost": lambda: search_cost(results["search"], min(images, 150), args.quick, out),

@@ -11,6 +11,14 @@ import re
 from typing import Any
 
 
+class InputError(ValueError):
+    """Input the user can fix (a file, a flag, a setting): commands print its one line and exit with 2.
+
+    The project's input errors derive from it, so that commands catch them and nothing else: an
+    unexpected internal error keeps its traceback.
+    """
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type's name when the message is empty."""
     lines = str(exc).strip().splitlines()
@@ -28,7 +36,7 @@ def finite_float(text: str) -> float:
     return value
 
 
-class NonFiniteNumber(ValueError):
+class NonFiniteNumber(InputError):
     """A JSON document holds NaN, Infinity or a number too large for a float."""
 
 

@@ -9,10 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .messages import InputError
 from .yamlfile import read_yaml_mapping
 
 
-class PipelineError(ValueError):
+class PipelineError(InputError):
     """A pipeline file that cannot be used: one line with the file, the key and the reason."""
 
 

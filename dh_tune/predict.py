@@ -16,7 +16,7 @@ from .data.letterbox import boxes_from_network, letterbox_info
 from .export.dhnet_runtime import Detector
 from .latency.measure import preprocess
 from .model import DEPLOY_NMS, DHNet, Detections, NMSConfig, postprocess
-from .profiles import Profile, ProfileError, check_checkpoint, load_profile
+from .profiles import Profile, ProfileError, check_checkpoint, check_feasible, load_profile
 from .runtimes import check_match, resolve
 from .train.checkpoint import file_sha256, load_model
 
@@ -59,25 +59,33 @@ class Predictor:
 
     @classmethod
     def from_profile(cls, profile: str | Path | Profile, checkpoint: str | Path | None = None, *,
-                     runtime: str | None = None, allow_other_runtime: bool = False, threads: int | None = None,
-                     export_dir: str | Path | None = None, nms: NMSConfig = DEPLOY_NMS, **kwargs) -> "Predictor":
+                     runtime: str | None = None, allow_other_runtime: bool = False, allow_infeasible: bool = False,
+                     threads: int | None = None, export_dir: str | Path | None = None, nms: NMSConfig = DEPLOY_NMS,
+                     **kwargs) -> "Predictor":
         """A profile (JSON from the search, or a folder from dh_tune.export) in `runtime` (default: its own).
 
-        A profile chosen with one runtime's timings is refused by another unless `allow_other_runtime`.
+        A profile chosen with one runtime's timings is refused by another unless `allow_other_runtime`, and
+        one that meets no configuration's latency (`"feasible": false`) is refused unless `allow_infeasible`.
+        Its checkpoint is the one beside it (never outside its folder) unless `checkpoint` names one.
         The graphs for onnxruntime/openvino are exported once into `export_dir` (default: a cache folder).
         """
         if not isinstance(profile, Profile) and Path(profile).is_dir():  # an exported folder runs as it is
+            recorded = Path(profile) / "profile.json"
             if runtime != "torch":
+                if recorded.is_file():
+                    check_feasible(load_profile(recorded), allow_infeasible)
                 return cls._from_folder(Path(profile), runtime, nms, threads, allow_other_runtime)
             if checkpoint is None:
                 raise ProfileError(f"{profile}: an exported folder holds no checkpoint; give one to run it in torch")
-            profile = Path(profile) / "profile.json"
+            profile = recorded
         prof = profile if isinstance(profile, Profile) else load_profile(profile)
         wanted = resolve(runtime or prof.runtime)
         check_match(prof.runtime, wanted, str(prof.path), allow_other_runtime)
+        check_feasible(prof, allow_infeasible)
         path = Path(checkpoint) if checkpoint is not None else prof.checkpoint_path()
-        if not path.is_file():
-            raise ProfileError(f"{prof.path}: its checkpoint {path} does not exist")
+        if checkpoint is None and not path.exists():
+            raise ProfileError(f"{prof.path}: its checkpoint {path} is missing; copy it along with the profile "
+                               "(same relative path) or give the checkpoint explicitly (--checkpoint)")
         check_checkpoint(prof, path, file_sha256(path))
         model, ckpt = load_model(path)
         names = ckpt.get("names")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .messages import finite_float
+from .messages import InputError, finite_float
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,13 +35,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _scale(text: str) -> str | tuple[float, float]:
+    """--scale: a YOLOv5 scale letter or DEPTH,WIDTH (InputError naming the flag otherwise)."""
+    from .model.config import SCALES
+
+    if "," not in text:
+        if text not in SCALES:
+            raise InputError(f"--scale {text!r}: choose one of {', '.join(SCALES)} or give DEPTH,WIDTH")
+        return text
+    try:
+        depth, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--scale {text!r}: DEPTH,WIDTH must be two numbers") from None
+    if not (0 < depth and 0 < width):
+        raise InputError(f"--scale {text!r}: DEPTH and WIDTH must be positive")
+    return depth, width
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .gating import STATIC_THRESHOLDS
     from .latency.measure import latency_table
     from .model import DHNet
-    from .runtimes import RuntimeChoiceError, resolve
-    from .train.checkpoint import CheckpointError, file_sha256, load_model
+    from .runtimes import resolve
+    from .train.checkpoint import file_sha256, load_model
 
     if args.imgsz <= 0 or args.imgsz % 32:
         print(f"error: --imgsz {args.imgsz}: must be a positive multiple of 32", file=sys.stderr)
@@ -58,16 +75,15 @@ def main(argv: list[str] | None = None) -> int:
 
             frame = read_image(args.image) if args.image.is_file() else None
             if frame is None:
-                raise ValueError(f"{args.image}: not a readable image")
+                raise InputError(f"{args.image}: not a readable image")
         if args.gpu and runtime != "torch":
-            raise ValueError(f"--gpu times the torch runtime; leave out --gpu or use --runtime torch (not {runtime})")
+            raise InputError(f"--gpu times the torch runtime; leave out --gpu or use --runtime torch (not {runtime})")
         if args.checkpoint is not None:
             model, _ = load_model(args.checkpoint)
             sha = file_sha256(args.checkpoint)
         else:
-            scale = args.scale if "," not in args.scale else tuple(float(v) for v in args.scale.split(","))
-            model = DHNet(scale, nc=args.nc)
-    except (CheckpointError, RuntimeChoiceError, ValueError) as exc:
+            model = DHNet(_scale(args.scale), nc=args.nc)
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     device = torch.device("cuda" if args.gpu else "cpu")

@@ -1,12 +1,13 @@
 """Threshold profiles: the JSON a search exports per device and latency budget, with its schema.
 
 A profile names the checkpoint it was made for (path relative to the profile and sha256);
-loading it against any other checkpoint is refused.
+loading it against any other checkpoint is refused, and so is a path leading out of the profile's folder.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 import jsonschema
 
 from . import __version__
-from .messages import NonFiniteNumber, loads_finite
+from .fsio import UnreadableFile, read_text, write_json
+from .messages import InputError, NonFiniteNumber, loads_finite
 from .gating import STATIC_NAMES, gates_computed, static_exit
 
 SCHEMA_VERSION = 1
@@ -82,7 +84,7 @@ SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile that cannot be used (one line: the file and the reason)."""
 
 
@@ -112,9 +114,16 @@ class Profile:
         return self.doc["training"]["checkpoint"]["sha256"]
 
     def checkpoint_path(self) -> Path:
-        """The checkpoint file, resolved relative to the profile's folder."""
-        p = Path(self.doc["training"]["checkpoint"]["path"])
-        return p if p.is_absolute() or self.path is None else self.path.parent / p
+        """The checkpoint file, relative to the profile's folder; ProfileError for an absolute path or one
+        leading out of that folder (through `..` or a symbolic link)."""
+        rel = self.doc["training"]["checkpoint"]["path"]
+        folder = self.path.parent if self.path is not None else Path(".")
+        path = folder / rel
+        if Path(rel).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
+            raise ProfileError(f"{self.path or 'profile'}: its checkpoint path {rel!r} leads outside the profile's "
+                               "folder (a profile names its checkpoint relative to itself; give the checkpoint "
+                               "explicitly)")
+        return path
 
 
 def validate(doc: Any, source: str) -> None:
@@ -160,7 +169,7 @@ def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str]
         doc["note"] = note
     if comparison is not None:
         doc["comparison"] = comparison
-    doc = json.loads(json.dumps(doc, default=_jsonable))
+    doc = _finite_or_none(json.loads(json.dumps(doc, default=_jsonable)))
     validate(doc, "<new profile>")
     return doc
 
@@ -173,26 +182,46 @@ def _jsonable(v: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(v).__name__}")
 
 
+def _finite_or_none(v: Any) -> Any:
+    """`v` with every NaN and infinity replaced by None (JSON has no such numbers; readers refuse them)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite_or_none(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite_or_none(x) for x in v]
+    return v
+
+
 def save_profile(doc: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    return path
+    """Write a profile atomically: an interrupted save leaves the previous file or none, never half a one."""
+    return write_json(path, doc, indent=2, allow_nan=False)
 
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile (plain JSON, never unpickled)."""
     path = Path(path)
     try:
-        doc = loads_finite(path.read_text())
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such profile") from None
+        doc = loads_finite(read_text(path, "profile"))
+    except UnreadableFile as exc:
+        raise ProfileError(str(exc)) from None
     except NonFiniteNumber as exc:
         raise ProfileError(f"{path}: {exc} (profiles hold finite numbers only)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: not JSON ({exc})") from None
     validate(doc, str(path))
     return Profile(doc, path)
+
+
+def check_feasible(profile: Profile, allow: bool = False) -> None:
+    """Refuse a profile that no configuration met the budget of (ProfileError), unless `allow`: then warn
+    on stderr in one line."""
+    if profile.doc["feasible"]:
+        return
+    what = f"{profile.path}: infeasible, no configuration meets its budget of {profile.doc['budget_ms']:g} ms"
+    if not allow:
+        raise ProfileError(f"{what}; run it anyway with --allow-infeasible (allow_infeasible=True)")
+    print(f"warning: {what}; running it anyway", file=sys.stderr)
 
 
 def check_checkpoint(profile: Profile, checkpoint: str | Path, checkpoint_sha256: str) -> None:

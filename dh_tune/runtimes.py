@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .export.dhnet_runtime import RUNTIMES_FOR_FORMAT, runtime_version
+from .messages import InputError
 
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 
@@ -16,7 +17,7 @@ PREFERENCE: tuple[str, ...] = ("onnxruntime", "openvino", "torch")
 """Fastest first on CPUs, as measured side by side in benchmarks/bench_runtimes.py (224-640 px)."""
 
 
-class RuntimeChoiceError(ValueError):
+class RuntimeChoiceError(InputError):
     """A runtime that is unknown, not installed, or not the one a table or profile was made for."""
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from .fsio import UnreadableFile, read_text
 from .messages import first_line
 
 
@@ -13,9 +14,9 @@ def read_yaml_mapping(path: str | Path, error: type[Exception], expected: str) -
     """The file's top-level mapping; `error` (with file and reason) when missing, invalid or not a mapping."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise error(f"{path}: no such file") from None
+        doc = yaml.safe_load(read_text(path))
+    except UnreadableFile as exc:
+        raise error(str(exc)) from None
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(doc, dict) or not doc:

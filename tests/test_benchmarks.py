@@ -86,7 +86,7 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tmp_path, monkeypatch
                       + run_all.results_page.README_END + "\n\n## After\n")
     results = tmp_path / "bench" / "RESULTS.md"
     args = ["--quick", "--pipeline", str(pipeline), "--out", str(tmp_path / "work"), "--results", str(results),
-            "--readme", str(readme), "--budget-ms", "5", "--budget-ms", "1000"]
+            "--readme", str(readme), "--budget-ms", "5", "--budget-ms", "1000", "--epochs", "2"]
     assert run_all.main(args) == 0
 
     page = results.read_text()

@@ -43,7 +43,7 @@ def test_profile_predictor_matches_the_dynamic_model(trained_tiny, tiny_dataset,
     assert len(pred.detections) > 0 and pred.detections.scores.min() >= 0.25
 
 
-def test_foreign_checkpoint_is_refused(trained_tiny, tmp_path) -> None:
+def test_foreign_checkpoint_is_refused(trained_tiny, tiny_dataset, tmp_path, capsys) -> None:
     profile = _profile_for(trained_tiny, tmp_path / "profiles")
     other = tmp_path / "other.pt"
     ckpt = torch.load(trained_tiny, map_location="cpu", weights_only=True)
@@ -51,8 +51,11 @@ def test_foreign_checkpoint_is_refused(trained_tiny, tmp_path) -> None:
     torch.save(ckpt, other)
     with pytest.raises(ProfileError, match="made for checkpoint"):
         Predictor.from_profile(profile, other)
-    assert detect_main([str(tmp_path), "--profile", str(profile), "--checkpoint", str(other),
+    image = Path(tiny_dataset).parent / "images" / "val"
+    assert detect_main([str(image), "--profile", str(profile), "--checkpoint", str(other),
                         "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {profile}: made for checkpoint")
 
 
 def test_detect_command_writes_images_and_json(trained_tiny, tiny_dataset, tmp_path, capsys) -> None:

@@ -154,8 +154,10 @@ def test_profile_for_another_runtime_is_refused(trained_tiny, onnx_folder, tmp_p
         Detector(onnx_folder, "openvino")
     assert Predictor.from_profile(profile, trained_tiny, runtime="openvino", allow_other_runtime=True,
                                   export_dir=tmp_path / "cache").runtime == "openvino"
-    images = str(onnx_folder.parent / "none")
-    assert detect_main([images, "--profile", str(onnx_folder), "--runtime", "torch", "--checkpoint",
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), np.full((64, 64, 3), 90, np.uint8))
+    assert detect_main([str(images), "--profile", str(onnx_folder), "--runtime", "torch", "--checkpoint",
                         str(trained_tiny), "--out", str(tmp_path / "o")]) == 2
     assert "--any-runtime" in capsys.readouterr().err
     assert export_main(["--profile", str(profile), "--format", "openvino", "--out", str(tmp_path / "x")]) == 2

@@ -73,16 +73,22 @@ def test_detect_refuses_bad_flags_and_an_empty_checkpoint_in_one_line(trained_ti
     with pytest.raises(SystemExit) as stop:
         detect_main([str(image), "--checkpoint", str(trained_tiny), "--thresholds", "nan", "5", "--out", out])
     assert stop.value.code == 2 and "--thresholds" in capsys.readouterr().err
-    assert detect_main([str(image), "--checkpoint", str(trained_tiny), "--imgsz", "100", "--out", out]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "error: --imgsz 100: must be a positive multiple of 32 (the largest stride)"
+    with pytest.raises(SystemExit) as stop:
+        detect_main([str(image), "--checkpoint", str(trained_tiny), "--imgsz", "100", "--out", out])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2
+    assert err[-1].endswith("error: --imgsz 100: must be a positive multiple of 32 (the largest stride)")
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    with pytest.raises(CheckpointError, match=rf"^{empty}: not a readable dh-tune checkpoint \(\w+"):
+    with pytest.raises(CheckpointError, match=rf"^{empty}: empty file \(0 bytes\), not a dh-tune checkpoint$"):
         load_checkpoint(empty)
     assert detect_main([str(image), "--checkpoint", str(empty), "--out", out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"error: {empty}: not a readable")
+    assert err == [f"error: {empty}: empty file (0 bytes), not a dh-tune checkpoint"]
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(trained_tiny.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=rf"^{truncated}: not a readable dh-tune checkpoint \(\w+"):
+        load_checkpoint(truncated)
 
 
 def test_credentials_in_tracking_uris_are_never_printed(tmp_path, capsys) -> None:

@@ -176,8 +176,12 @@ def test_not_json_and_unreadable(tmp_path):
     path = write(tmp_path, '{"schema_version": 1,', name="cut.json")
     with pytest.raises(LatencyTableError, match=r"cut.json: not JSON \(.* line 1"):
         LatencyTable.load(path)
-    with pytest.raises(LatencyTableError, match="cannot read"):
+    with pytest.raises(LatencyTableError, match="absent.json: no such latency table"):
         LatencyTable.load(tmp_path / "absent.json")
+    with pytest.raises(LatencyTableError, match="is a folder"):
+        LatencyTable.load(tmp_path)
+    with pytest.raises(LatencyTableError, match="not a regular file"):
+        LatencyTable.load("/dev/zero")  # never read: it would not end
 
 
 def test_save_refuses_an_invalid_table(tmp_path):

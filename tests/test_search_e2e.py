@@ -1,7 +1,9 @@
 """`python -m dh_tune.search` end to end: training trials through Ray Tune and Ray Train, profiles,
-MLflow runs (local store and a real tracking server), resume without retraining."""
+MLflow runs (local store and a real tracking server), resume after kill -9 without retraining or repeating a
+point, repair of damaged files."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
@@ -19,8 +22,10 @@ from conftest import tiny_pipeline_doc
 from dh_tune.profiles import load_profile
 from dh_tune.runtimes import fastest_installed
 from dh_tune.search.__main__ import main as search_main
+from dh_tune.search.outer import PAPER_POINT, same_point
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _write_pipeline(tmp_path: Path, data_yaml: str, **search) -> Path:
@@ -35,19 +40,90 @@ def _mtimes(out: Path) -> dict[str, int]:
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.glob("**/weights/last.pt")}
 
 
-def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_dataset, tmp_path, monkeypatch) -> None:
+def _trial_docs(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((out / "trials").glob("*/result.json"))]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc: children, grandchildren, ...)."""
+    parent_of = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [p for p, pp in parent_of.items() if pp in frontier]
+        found += frontier
+    return found
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the search and every process it started (Ray's own daemons included), as `kill -9` would."""
+    family = _descendants(proc.pid)
+    for pid in [proc.pid, *family]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in family) and time.time() < deadline:
+        time.sleep(0.2)
+
+
+def _start_and_kill_in_first_trial(args: list[str], env: dict[str, str], log: Path) -> None:
+    """Run the search command in a subprocess and SIGKILL it while its first trial (the paper's point) trains."""
+    out = Path(args[args.index("--out") + 1])
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "dh_tune.search", *args], env=env, stdout=f,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.time() + 400
+            # The trial's training has begun once its run record (with its MLflow run id) is written.
+            while not any((out / "trials").glob("*/train/run.json")):
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.time() < deadline, "the search never reached its trial phase"
+                time.sleep(0.5)
+            time.sleep(1)
+        finally:
+            _kill_tree(proc)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repairs_damage(
+        tiny_dataset, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     pipeline = _write_pipeline(tmp_path, tiny_dataset)
     out, uri = tmp_path / "search", f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--budget-ms", "3", "--budget-ms", "60", "--pipeline", str(pipeline), "--out", str(out),
             "--tracking-uri", uri]
+    env = {**os.environ, "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # kill -9 while the first trial trains, then the same command again: it resumes.
+    _start_and_kill_in_first_trial(args, env, tmp_path / "killed.log")
+    (killed,) = _trial_docs(out)
+    assert killed["status"] == "running" and same_point(killed["params"], PAPER_POINT)
+    trained = _mtimes(out)
+    assert list(trained) == ["base/weights/last.pt"]
     assert search_main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 trial(s) of an earlier, stopped search marked interrupted" in err and "marked FAILED" in err
+    assert {k: v for k, v in _mtimes(out).items() if k.startswith("base")} == trained  # the base is not retrained
 
     trials = sorted(p.parent.name for p in (out / "trials").glob("*/result.json"))
-    assert len(trials) == 2
-    docs = [json.loads((out / "trials" / t / "result.json").read_text()) for t in trials]
-    assert all(d["status"] == "finished" for d in docs)
-    assert docs[0]["params"] != docs[1]["params"]
+    docs = _trial_docs(out)
+    assert [d["status"] for d in docs].count("interrupted") == 1
+    finished = [d for d in docs if d["status"] == "finished"]
+    assert len(finished) == 2 and not same_point(finished[0]["params"], finished[1]["params"])
+    assert any(same_point(d["params"], PAPER_POINT) for d in finished)  # its killed first attempt is tried again
+    study = optuna.load_study(study_name="outer", storage=f"sqlite:///{out / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 2 and "RUNNING" not in states and "WAITING" not in states
     (device_dir,) = (out / "profiles").iterdir()
     index = json.loads((device_dir / "index.json").read_text())
     assert [b["budget_ms"] for b in index["budgets"]] == [3.0, 60.0]
@@ -74,8 +150,11 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("tiny")
     runs = client.search_runs([exp.experiment_id])
+    assert all(r.info.status != "RUNNING" for r in runs)
     roles = [r.data.tags.get("search_role") for r in runs]
-    assert roles.count("trial") == 2 and roles.count("base") == 1 and roles.count("parent") == 1
+    trial_status = sorted(r.info.status for r in runs if r.data.tags.get("search_role") == "trial")
+    assert trial_status == ["FAILED", "FINISHED", "FINISHED"]  # the killed trial's run is closed as failed
+    assert roles.count("base") == 1 and roles.count("parent") == 1
     assert roles.count("static") == 6  # 2 sizes x (P3, P3+P4, all heads) of the static YOLOv5
     parent = next(r for r in runs if r.data.tags.get("search_role") == "parent")
     profiles = client.search_runs([exp.experiment_id], filter_string="tags.pareto = 'true'")
@@ -87,10 +166,24 @@ def test_search_trains_trials_exports_profiles_logs_mlflow_and_resumes(tiny_data
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert any(n.endswith(".json") for n in names) and "pareto_front.png" in names
 
+    # Damage every kind of file the search wrote: the same command repairs each, and trains nothing.
+    profile = device_dir / "budget-60ms.json"
+    damaged = [out / "search.json", profile, device_dir / "index.json", load_profile(profile).checkpoint_path(),
+               out / "reference" / "base" / "result.json", *(tmp_path / "home" / "devices").glob("*.json")]
+    for path in damaged:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    (out / "search.json").write_bytes(b"")
     before = _mtimes(out)
     assert search_main(args) == 0  # same command, same --out: resumes, trains nothing again
+    err = capsys.readouterr().err
+    assert f"{out / 'search.json'}: unreadable" in err and "measuring again" in err
     assert _mtimes(out) == before
     assert sorted(p.parent.name for p in (out / "trials").glob("*/result.json")) == trials
+    prof = load_profile(profile)
+    assert _sha(prof.checkpoint_path()) == prof.checkpoint_sha256
+    for path in damaged:
+        if path.suffix == ".json":
+            assert isinstance(json.loads(path.read_text()), dict), path
     profiles = client.search_runs([exp.experiment_id], filter_string="tags.pareto = 'true'")
     assert len(profiles) == 2  # the profile runs were replaced, not duplicated
     static_runs = client.search_runs([exp.experiment_id], filter_string="tags.search_role = 'static'")
@@ -150,12 +243,17 @@ def test_unreachable_tracking_server_still_exports_profiles(trained_tiny, tiny_d
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     pipeline = _write_pipeline(tmp_path, tiny_dataset)
     out = tmp_path / "search"
-    assert search_main(["--budget-ms", "50", "--checkpoint", str(trained_tiny), "--pipeline", str(pipeline),
-                        "--out", str(out), "--tracking-uri", f"http://127.0.0.1:{_free_port()}",
-                        "--runtime", "torch"]) == 0
+    # 0.001 ms cannot be met: its profile is exported for the record, marked so, and the exit status says it.
+    assert search_main(["--budget-ms", "50", "--budget-ms", "0.001", "--checkpoint", str(trained_tiny),
+                        "--pipeline", str(pipeline), "--out", str(out), "--tracking-uri",
+                        f"http://127.0.0.1:{_free_port()}", "--runtime", "torch"]) == 3
     (profile,) = (out / "profiles").glob("*/budget-50ms.json")
     assert load_profile(profile).runtime == "torch"  # --runtime torch keeps eager PyTorch timings
-    assert "MLflow" in capsys.readouterr().err
+    (missed,) = (out / "profiles").glob("*/budget-0.001ms.json")
+    assert load_profile(profile).doc["feasible"] and not load_profile(missed).doc["feasible"]
+    printed = capsys.readouterr()
+    assert "MLflow" in printed.err and "no profile meets --budget-ms 0.001" in printed.err
+    assert "(does not fit)" in printed.out  # the summary table flags the budget too
 
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter gate_lambda")  # the paper's point lies outside this space

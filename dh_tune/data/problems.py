@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import fsio
 from .records import Problem
 
 
@@ -34,9 +35,8 @@ def write_problems(problems: list[Problem], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = problems_as_dicts(problems)
     if path.suffix.lower() == ".json":
-        path.write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
-        return path
-    with path.open("w", newline="", encoding="utf-8") as f:
+        return fsio.write_json(path, rows)
+    with fsio.atomic_open(path) as f:
         writer = csv.DictWriter(f, fieldnames=["kind", "file", "reason", "action"], delimiter="\t",
                                 lineterminator="\n")
         writer.writeheader()

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..messages import InputError
+
 # Clipping by less than this many pixels is rounding noise (normalised labels), not a problem.
 CLIP_TOLERANCE_PX = 0.5
 
 
-class DataError(Exception):
+class DataError(InputError):
     """A dataset problem that stops loading (strict mode or an unusable dataset).
 
     The message is one line naming the file and the reason, fit for a command-line error.

@@ -6,7 +6,6 @@ its own seed, so the bytes are the same for a seed whatever the number of worker
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from dh_tune import fsio
 from dh_tune.model.config import DEFAULT_ANCHORS_PX
 
 from .gate_labels import deepest_head
@@ -210,8 +210,8 @@ def generate(out: str | Path, *, train: int = 2000, val: int = 500, imgsz: int =
         shares[split] = head_shares(split_stats(records, len(SIGN_NAMES), imgsz, EPS))
     data = {"path": ".", "train": "images/train", "val": "images/val" if "val" in counts else "images/train",
             "names": SIGN_NAMES}
-    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    fsio.write_text(out / "data.yaml", yaml.safe_dump(data, sort_keys=False))
     meta = {"generator_version": GENERATOR_VERSION, "seed": seed, "imgsz": imgsz, "images": counts,
             "eps": EPS, "head_shares": shares}
-    (out / "synth.json").write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    fsio.write_json(out / "synth.json", meta)
     return SynthReport(out, imgsz, counts, seconds, shares)

@@ -9,9 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..messages import finite_float
+from ..messages import InputError, finite_float
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,11 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from ..data import DataError, dh_tune_home, load_dataset
-    from ..latency import LatencyTable, LatencyTableError, expected_latency
+    from ..latency import LatencyTable, expected_latency
     from ..data.images import read_image
     from ..runtimes import resolve
     from ..search.deploy import local_latency_tables
-    from ..train.checkpoint import CheckpointError, file_sha256, load_model
+    from ..train.checkpoint import file_sha256, load_model
     from .cache import cached_exit_table
     from .report import print_report, write_plots
 
@@ -50,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ckpt["config"]
         imgsz = args.imgsz or int(cfg["data"]["imgsz"])
         if imgsz % 32:
-            raise ValueError(f"--imgsz {imgsz}: must be a multiple of 32")
+            raise InputError(f"--imgsz {imgsz}: must be a multiple of 32")
         ds = load_dataset(args.data or ckpt["dataset"], fmt=None if args.data else cfg["data"].get("format"))
         split = args.split or cfg["data"]["val_split"]
         if split not in ds.splits:
@@ -68,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             frame = next((img for img in map(read_image, (r.path for r in records[:20])) if img is not None), None)
             latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", runtime=resolve(args.runtime),
                                            image=frame)[imgsz]
-    except (CheckpointError, DataError, LatencyTableError, ValueError) as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     metrics = table.evaluate(t1, t2, per_class=True)

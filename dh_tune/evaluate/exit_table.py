@@ -7,8 +7,6 @@ gate quality, head usage and MACs follow from masks and cumulative sums in milli
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -20,12 +18,14 @@ import numpy as np
 from dh_tune.evaluate.ap import class_ap_from_tp, summarize
 from dh_tune.evaluate.matching import IOU_THRESHOLDS
 from dh_tune.gating import gates_computed, passes
+from dh_tune import fsio
+from dh_tune.messages import InputError
 
 FORMAT_VERSION = 2
 N_EXITS = 3
 
 
-class ExitTableError(ValueError):
+class ExitTableError(InputError):
     """A cache file that cannot be read as an exit table (corrupt, wrong format or version).
 
     A readable cache built for another checkpoint or dataset is not an error: ``load`` returns None.
@@ -280,15 +280,8 @@ class ExitTable:
         for k, det in enumerate(self.levels, start=1):
             for name in ("image", "score", "cls", "matches"):
                 arrays[f"level{k}_{name}"] = getattr(det, name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with fsio.atomic_open(path, "wb") as f:
+            np.savez_compressed(f, **arrays)
 
     @classmethod
     def load(cls, path: str | Path, expect: dict[str, Any] | None = None) -> ExitTable | None:

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 
 from ..latency import LatencyTable, expected_latency  # noqa: E402
 from .exit_table import ExitTable, ProfileMetrics  # noqa: E402
+from .. import fsio  # noqa: E402
 
 
 def print_report(m: ProfileMetrics, full: ProfileMetrics, names: list[str], latency: tuple[float, float],
@@ -54,7 +55,7 @@ def write_plots(table: ExitTable, latency: LatencyTable, folder: Path, t1: float
         ax.legend(fontsize=8)
     fig.tight_layout()
     p5 = folder / "figure5_gates.png"
-    fig.savefig(p5, dpi=110)
+    fsio.save_figure(fig, p5, dpi=110)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -74,6 +75,6 @@ def write_plots(table: ExitTable, latency: LatencyTable, folder: Path, t1: float
     fig.suptitle(f"AP and latency as each threshold moves ({latency.device_name})", fontsize=10)
     fig.tight_layout()
     p7 = folder / "figure7_thresholds.png"
-    fig.savefig(p7, dpi=110)
+    fsio.save_figure(fig, p7, dpi=110)
     plt.close(fig)
     return [p5, p7]

@@ -26,9 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ..profiles import ProfileError, check_checkpoint, load_profile
-    from ..runtimes import RuntimeChoiceError
-    from ..train.checkpoint import CheckpointError, file_sha256, load_model
+    from ..messages import InputError
+    from ..profiles import check_checkpoint, load_profile
+    from ..train.checkpoint import file_sha256, load_model
     from .bundle import export_deployment, target_runtime
     from .dhnet_runtime import DeploymentError
     from .verify import compare_with_torch
@@ -37,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.profile)
         target_runtime(profile, args.format, args.any_runtime)  # refuse before any work
         checkpoint = args.checkpoint or profile.checkpoint_path()
-        if not Path(checkpoint).is_file():
-            raise CheckpointError(f"{checkpoint}: no such checkpoint")
         check_checkpoint(profile, checkpoint, file_sha256(checkpoint))
         model, ckpt = load_model(checkpoint)
         heads = profile.doc.get("configuration", {}).get("heads", "gated")
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             if report.max_abs_diff > 1e-3 or not report.decisions_equal:
                 raise DeploymentError(f"{out}: the exported graphs disagree with PyTorch "
                                       f"(map difference {report.max_abs_diff:.2e})")
-    except (ProfileError, CheckpointError, RuntimeChoiceError, DeploymentError, ValueError) as exc:
+    except (InputError, DeploymentError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     files = sorted(p.name for p in out.iterdir())

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -19,6 +18,8 @@ import jsonschema
 import torch
 
 from .. import __version__
+from .. import fsio
+from ..messages import InputError
 from ..model import DEPLOY_NMS, DHNet, NMSConfig
 from ..profiles import Profile
 from ..runtimes import RuntimeChoiceError, version
@@ -109,9 +110,9 @@ def export_folder(model: DHNet, out: str | Path, fmt: str, *, imgsz: int, thresh
     `segments` overrides the graphs `plan(*thresholds)` cuts (for measurements of other cuts).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})")
+        raise InputError(f"unknown format {fmt!r} (use one of: {', '.join(FORMATS)})")
     if runtime not in RUNTIMES_FOR_FORMAT[fmt]:
-        raise ValueError(f"{fmt} graphs do not run under {runtime}")
+        raise InputError(f"{fmt} graphs do not run under {runtime}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t1, t2 = float(thresholds[0]), float(thresholds[1])
@@ -143,9 +144,9 @@ def export_folder(model: DHNet, out: str | Path, fmt: str, *, imgsz: int, thresh
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         check_manifest(doc, str(out / MANIFEST))
-        (tmp / MANIFEST).write_text(json.dumps(doc, indent=1) + "\n")
+        fsio.write_json(tmp / MANIFEST, doc, allow_nan=False)
         if profile_doc is not None:
-            (tmp / "profile.json").write_text(json.dumps(profile_doc, indent=2) + "\n")
+            fsio.write_json(tmp / "profile.json", profile_doc, indent=2, allow_nan=False)
         shutil.copy2(dhnet_runtime.__file__, tmp / "dhnet_runtime.py")
         tmp.chmod(0o755)
         if out.exists():

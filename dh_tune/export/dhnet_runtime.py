@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import math
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -194,6 +195,13 @@ def load_graph(runtime: str, path: Path, threads: int | None = None, device: str
 
 # --- the deployment folder --------------------------------------------------------------------
 def file_sha256(path: Path) -> str:
+    """SHA-256 of a regular file's bytes; DeploymentError for a folder, device or pipe (reading one never ends)."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        raise DeploymentError(f"{path}: cannot read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise DeploymentError(f"{path}: not a regular file (a folder, device or pipe)")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +17,8 @@ import jsonschema
 import numpy as np
 
 from ..gating import GRAPH_KEYS, deepest_head, gates_computed, graph_key, plan_graphs
+from .. import fsio
+from ..messages import InputError
 
 SCHEMA_VERSION = 1
 
@@ -137,7 +137,7 @@ SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(InputError):
     """A latency table that is not valid JSON or does not follow the schema.
 
     The message is one line naming the file and the first problem found.
@@ -277,8 +277,10 @@ class LatencyTable:
         """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            text = fsio.read_text(path, "latency table")
+        except fsio.UnreadableFile as exc:
+            raise LatencyTableError(str(exc)) from None
+        except OSError as exc:
             raise LatencyTableError(f"{path}: cannot read latency table ({exc.__class__.__name__}: {exc})") from None
         try:
             doc = json.loads(text)  # non-finite times are refused by _check, which names the part
@@ -294,16 +296,7 @@ class LatencyTable:
         path = Path(path)
         doc = self.to_dict()
         _check(doc, str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        fsio.write_json(path, doc, indent=2, sort_keys=True, allow_nan=False)
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON (sorted keys, no whitespace) of the table.

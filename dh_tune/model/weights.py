@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..messages import first_line
+from ..messages import InputError, first_line
 
 
-class WeightsError(ValueError):
+class WeightsError(InputError):
     """A weights file that cannot be used (one line: the file and the reason)."""
 
 

@@ -36,45 +36,57 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting Ray in-process")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store under ./mlflow)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (profiles are still exported)")
+    p.epilog = ("exit status: 0 every budget met; 1 the search failed; 2 bad input (one line names it); "
+                "3 some budget cannot be met (its profile is exported, marked infeasible)")
     return p.parse_args(argv)
+
+
+INFEASIBLE_STATUS = 3
+"""Exit status when every input was fine but some budget could not be met (its profile is marked infeasible)."""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    from ..data import DataError
-    from ..latency import LatencyTableError
-    from ..pipeline import PipelineError, load_pipeline
-    from ..ray_setup import ResourceError
-    from ..runtimes import RuntimeChoiceError
-    from ..train.checkpoint import CheckpointError
+    from ..messages import InputError
+    from ..pipeline import load_pipeline
+    from ..ray_setup import ResourceError, ray_failure
     from .driver import SearchRequest, run_search
-    from .space import SearchSpaceError
+    from .report import SearchFailed
 
     bad = [b for b in args.budgets if not b > 0]
     if bad:
         print(f"error: --budget-ms {bad[0]:g}: a budget must be a positive number of milliseconds", file=sys.stderr)
         return 2
+    out = args.out
     try:
         default = Path("pipelines/quickstart.yaml")
         pipeline = load_pipeline(args.pipeline or (default if default.is_file() else None))
         if args.metric:
             pipeline = pipeline.with_overrides(search={"metric": args.metric})
         out = (args.out or Path("runs/search") / pipeline.name).resolve()
-        if args.checkpoint is not None and not args.checkpoint.is_file():
-            raise CheckpointError(f"{args.checkpoint}: no such checkpoint")
         req = SearchRequest(pipeline=pipeline, budgets=sorted(set(args.budgets)), out=out, trials=args.trials,
                             device_tables=args.device_tables, checkpoint=args.checkpoint,
                             ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow,
                             remeasure=args.remeasure, runtime=args.runtime)
-        run_search(req)
-    except (PipelineError, DataError, ResourceError, CheckpointError, LatencyTableError, SearchSpaceError,
-            RuntimeChoiceError, ValueError) as exc:
+        outcome = run_search(req)
+    except (InputError, ResourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except SearchFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        message = ray_failure(exc, f"the finished work is kept under {out}: re-run the same command to resume")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    missed = [r.budget_ms for r in outcome.budgets if not r.feasible]
+    if missed:
+        print(f"error: no profile meets --budget-ms {', '.join(f'{b:g}' for b in missed)}: their profiles are "
+              f"exported marked infeasible (detect refuses them without --allow-infeasible)", file=sys.stderr)
+        return INFEASIBLE_STATUS
     return 0
 
 

@@ -14,8 +14,9 @@ import torch
 
 from ..data import ImageRecord
 from ..evaluate.cache import cached_exit_table
-from ..latency import LatencyTable
+from ..latency import LatencyTable, LatencyTableError
 from ..latency.measure import device_info, latency_table, slug
+from ..messages import InputError, first_line
 from ..model import DHNet
 from ..train.checkpoint import file_sha256, load_model
 from .inner import DeploymentSpace
@@ -45,10 +46,14 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
         frame = "" if image is None else f"-frame{image.shape[1]}x{image.shape[0]}-{_digest(image)}"
         path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-{kind}-{s}{frame}.json"
         if path.is_file() and not remeasure:
-            out[s] = LatencyTable.load(path)
-            if progress:
-                print(f"device table for {s}x{s} reused from {path}", file=sys.stderr, flush=True)
-            continue
+            try:
+                out[s] = LatencyTable.load(path)
+            except LatencyTableError as exc:  # a cache: a damaged copy is measured again, not fatal
+                print(f"warning: {first_line(exc)}; measuring again", file=sys.stderr, flush=True)
+            else:
+                if progress:
+                    print(f"device table for {s}x{s} reused from {path}", file=sys.stderr, flush=True)
+                continue
         if progress:
             print(f"measuring this device at {s}x{s} in {runtime} ...", file=sys.stderr, flush=True)
         table = latency_table(model, s, threads=threads, repeats=40, max_seconds=max_seconds, runtime=runtime,
@@ -73,7 +78,7 @@ def tables_from_files(paths: Sequence[str | Path], sizes: Sequence[int],
         t = LatencyTable.load(p)
         timed_in = t.runtime["name"]
         if runtime is not None and timed_in != runtime:
-            raise ValueError(f"{p}: timed in {timed_in}, not in --runtime {runtime} "
+            raise InputError(f"{p}: timed in {timed_in}, not in --runtime {runtime} "
                              f"(measure it with python -m dh_tune.profile_device --runtime {runtime})")
         runtime = timed_in
         tables[int(t.model["imgsz"])] = t

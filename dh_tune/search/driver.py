@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import fsio
 from ..data.cache import dh_tune_home
+from ..messages import InputError, first_line, loads_finite
 from ..latency import LatencyTable
 from ..model import DHNet
 from ..pipeline import Pipeline
@@ -20,7 +22,8 @@ from ..tracking import resolve_tracking_uri, start_run, SafeLogger
 from ..train.checkpoint import load_checkpoint, load_model
 from ..train.data_setup import resolve_dataset
 from .deploy import local_latency_tables, tables_from_files
-from .outer import TrialSetup, finished_trials, run_outer
+from .lock import search_lock
+from .outer import TrialSetup, finished_trials, mark_interrupted, run_outer
 from .space import load_space
 
 STATE_FILE = "search.json"
@@ -69,19 +72,27 @@ def _log(msg: str) -> None:
 
 
 def _load_state(out: Path) -> dict:
+    """The search's state file; a truncated or corrupt one is named and started afresh (it only caches ids)."""
     f = out / STATE_FILE
-    return json.loads(f.read_text()) if f.is_file() else {}
+    if not f.exists():
+        return {}
+    try:
+        state = loads_finite(fsio.read_text(f, "search state"))
+    except ValueError as exc:
+        _log(f"{f}: unreadable ({first_line(exc)}); starting a new state file (finished work is kept)")
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _save_state(out: Path, state: dict) -> None:
-    (out / STATE_FILE).write_text(json.dumps(state, indent=1))
+    fsio.write_json(out / STATE_FILE, state)
 
 
 def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int], dataset: str) -> dict[int, LatencyTable]:
     if req.device_tables:
         tables = tables_from_files(req.device_tables, sizes, runtime=req.runtime)
         if not tables:
-            raise ValueError(f"no --device-table covers the deployment sizes {sizes} "
+            raise InputError(f"no --device-table covers the deployment sizes {sizes} "
                              "(measure them with python -m dh_tune.profile_device --imgsz ...)")
         dropped = sorted(set(sizes) - set(tables))
         if dropped:
@@ -186,26 +197,57 @@ def _reference_docs(req: SearchRequest, dataset: str, latency: dict[int, Latency
 
 
 def run_search(req: SearchRequest) -> SearchOutcome:
-    """Run (or resume) the whole search and export one profile per budget."""
-    from ..ray_setup import init_ray
-
+    """Run (or resume) the whole search and export one profile per budget, holding OUT's lock."""
     import logging
 
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
+    with search_lock(req.out):
+        return _run_locked(req)
+
+
+@dataclass
+class _Inputs:
+    """What the search reads before it starts anything (a bad input stops it here, with nothing started)."""
+
+    dataset: str
+    latency: dict[int, LatencyTable]
+    dims: list = field(default_factory=list)
+
+
+def _read_inputs(req: SearchRequest) -> _Inputs:
     p = req.pipeline
-    out = req.out
-    out.mkdir(parents=True, exist_ok=True)
+    sizes = p.search.deploy_imgsz or [p.data.imgsz]
+    if req.checkpoint is not None:
+        model, ckpt = load_model(req.checkpoint)
+        dataset = resolve_dataset(p, ckpt.get("dataset") if Path(str(ckpt.get("dataset"))).exists() else None)
+        return _Inputs(dataset, _latency_tables(req, model, sizes, dataset))
+    dataset = resolve_dataset(p)
+    dims = load_space(p.search.search_space)
+    # Time the architecture before Ray starts: its background processes would inflate the numbers.
+    latency = _latency_tables(req, DHNet(p.model.scale, nc=_num_classes(dataset, p)), sizes, dataset)
+    return _Inputs(dataset, latency, dims)
+
+
+def _run_locked(req: SearchRequest) -> SearchOutcome:
+    p, out = req.pipeline, req.out
     state = _load_state(out)
     started = time.time()
-    sizes = p.search.deploy_imgsz or [p.data.imgsz]
+    inputs = _read_inputs(req)
+    interrupted = mark_interrupted(out)
+    if interrupted:
+        _log(f"{len(interrupted)} trial(s) of an earlier, stopped search marked interrupted")
 
     logger, uri = None, None
     if req.track:
         uri = resolve_tracking_uri(req.tracking_uri)
-        if state.get("parent_run_id"):
-            logger = SafeLogger(uri, state["parent_run_id"])
+        # The state file names the search's MLflow run; lost with a damaged state file, it is found by its tag.
+        parent_id = state.get("parent_run_id") or _parent_run(uri, p.name, out)
+        if parent_id:
+            state["parent_run_id"] = parent_id
+            logger = SafeLogger(uri, parent_id)
+            close_stale_runs(uri, parent_id)
         else:
             logger = start_run(uri, p.name, f"search-{out.name}", tags={"search_role": "parent", "out": str(out.resolve())})
             if logger is not None:
@@ -213,41 +255,90 @@ def run_search(req: SearchRequest) -> SearchOutcome:
     tracking = {"uri": uri, "parent_run_id": logger.run_id, "experiment": p.name} if logger else None
     state.update(pipeline=p.model_dump(mode="json"), budgets=req.budgets)
     _save_state(out, state)
+    try:
+        docs = _models(req, inputs, tracking)
+        from .report import finish
 
+        return finish(req, docs, inputs.latency, logger, started)
+    except BaseException as exc:
+        if logger is not None:
+            logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _models(req: SearchRequest, inputs: _Inputs, tracking: dict | None) -> list[dict]:
+    """Result documents of every model the search scores: the references and the distinct trials."""
+    from ..ray_setup import init_ray
+
+    p, out, dataset, latency = req.pipeline, req.out, inputs.dataset, inputs.latency
     if req.checkpoint is not None:
-        model, ckpt = load_model(req.checkpoint)
-        dataset = resolve_dataset(p, ckpt.get("dataset") if Path(str(ckpt.get("dataset"))).exists() else None)
-        latency = _latency_tables(req, model, sizes, dataset)
-        docs = [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)]
-    else:
-        dataset = resolve_dataset(p)
-        # Time the architecture before Ray starts: its background processes would inflate the numbers.
-        latency = _latency_tables(req, DHNet(p.model.scale, nc=_num_classes(dataset, p)), sizes, dataset)
-        dims = load_space(p.search.search_space)  # a bad search space fails before any training
-        init_ray(req.ray_address)
-        base = _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
-        references = _reference_docs(req, dataset, latency, base, tracking)
-        total = req.trials or p.search.trials
-        docs = finished_trials(out)
-        remaining = total - len(docs)
-        if remaining > 0:
-            _log(f"{len(docs)} trial(s) already finished; running {remaining} more")
-            cpus = _cpus_per_worker(p)
-            setup = TrialSetup(pipeline=p.model_dump(mode="json"), out_dir=str(out.resolve()), dataset=dataset,
-                               base_checkpoint=str(base) if base else None,
-                               latency_tables={s: str(_table_path(out, t, s, req)) for s, t in latency.items()},
-                               budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=cpus)
-            from .progress import make_callback
+        return [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)]
+    init_ray(req.ray_address)
+    base = _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
+    references = _reference_docs(req, dataset, latency, base, tracking)
+    total = req.trials or p.search.trials
+    if len(finished_trials(out)) >= total:
+        _log(f"all {total} trials already finished")
+    for _ in range(MAX_ROUNDS):
+        done = len(finished_trials(out))
+        if done >= total:
+            break
+        _log(f"{done} trial(s) already finished; running {total - done} more")
+        setup = TrialSetup(pipeline=p.model_dump(mode="json"), out_dir=str(out.resolve()), dataset=dataset,
+                           base_checkpoint=str(base) if base else None,
+                           latency_tables={s: str(_table_path(out, t, s, req)) for s, t in latency.items()},
+                           budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=_cpus_per_worker(p))
+        from .progress import make_callback
 
-            run_outer(setup, dims, remaining, sampler=p.search.sampler, seed=p.search.seed,
-                      callbacks=[make_callback(out, req.budgets, p.search.metric, total, len(docs))])
-        else:
-            _log(f"all {total} trials already finished")
-        docs = references + finished_trials(out)
+        run_outer(setup, inputs.dims, total - done, sampler=p.search.sampler, seed=p.search.seed,
+                  callbacks=[make_callback(out, req.budgets, p.search.metric, total, done)])
+    docs = finished_trials(out)
+    if len(docs) < total:
+        _log(f"warning: the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
+    return references + docs
 
-    from .report import finish
 
-    return finish(req, docs, latency, logger, started)
+MAX_ROUNDS = 3
+"""Rounds of Tune trials the search runs to reach the requested number of distinct points."""
+
+
+def _parent_run(uri: str, experiment: str, out: Path) -> str | None:
+    """Id of the newest MLflow parent run of a search into `out`, or None (none, or the store unreachable)."""
+    from ..tracking import client
+
+    if "'" in str(out.resolve()):  # cannot be quoted in an MLflow filter
+        return None
+    try:
+        c = client(uri)
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = c.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                             filter_string=f"tags.search_role = 'parent' and tags.out = '{out.resolve()}'")
+    except Exception:  # noqa: BLE001 - tracking never stops the search; start_run below warns once
+        return None
+    return runs[0].info.run_id if runs else None
+
+
+def close_stale_runs(uri: str, parent_run_id: str) -> int:
+    """MLflow runs of this search left RUNNING by a killed process become FAILED (the lock says no other
+    process is writing them); a resumed training reopens its own run. Returns how many were closed."""
+    from ..tracking import client
+
+    try:
+        c = client(uri)
+        parent = c.get_run(parent_run_id)
+        runs = c.search_runs([parent.info.experiment_id], max_results=1000,
+                             filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                           "attributes.status = 'RUNNING'")
+        for run in runs:
+            c.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001 - tracking never stops the search
+        _log(f"warning: could not close interrupted MLflow runs ({first_line(exc)[:200]})")
+        return 0
+    if runs:
+        _log(f"{len(runs)} MLflow run(s) of an earlier, stopped search marked FAILED")
+    return len(runs)
 
 
 def _num_classes(dataset: str, p: Pipeline) -> int:

@@ -1,12 +1,11 @@
 """Export the chosen profiles: OUT/profiles/<device>/budget-<B>ms.json, an index, and the checkpoint."""
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import fsio
 from ..latency import LatencyTable
 from ..latency.measure import slug
 from ..profiles import make_profile, save_profile
@@ -29,15 +28,14 @@ def budget_name(budget_ms: float) -> str:
 
 def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: str, candidate: dict, trial: dict,
                    metric: str, table: LatencyTable, comparison: dict | None = None) -> Exported:
-    """Write one profile (and copy its checkpoint beside it once, named by content)."""
+    """Write one profile, and copy its checkpoint beside it named by content (a copy that does not match
+    the checkpoint's SHA-256, say truncated by a kill, is copied again)."""
     device_dir = out_dir / "profiles" / slug(table.device_name)
     ckpt = Path(trial["checkpoint"])
     sha = file_sha256(ckpt)
     rel = Path("checkpoints") / f"{sha[:16]}.pt"
     target = device_dir / rel
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ckpt, target)
+    fsio.copy_verified(ckpt, target, sha)
     meta = load_checkpoint(target)
     args = meta["model_args"]
     doc = make_profile(
@@ -64,7 +62,4 @@ def write_index(out_dir: Path, device_name: str, exported: list[Exported], front
                      "latency_mean_ms": e.doc["expected"]["latency_mean_ms"], "reason": e.reason} for e in exported],
         "front": front, **(extra or {}),
     }
-    path = device_dir / "index.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1))
-    return path
+    return fsio.write_json(device_dir / "index.json", doc)

@@ -3,11 +3,15 @@
 Each Tune trial is a function trainable that trains a DH-Net through Ray Train (a TorchTrainer
 inside the trial), builds its exit tables, runs the inner threshold search and reports the best
 (AP, latency) point within the first budget. Results are files under OUT/trials, so a re-run
-with the same OUT skips finished trials.
+with the same OUT skips finished trials; a trial a killed search left running is marked failed (in its
+result file, Optuna's study and MLflow) and the sampler continues from the study's state instead of
+repeating the points it already drew.
 """
 from __future__ import annotations
 
 import json
+import math
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import fsio
 from ..data import load_dataset
 from ..latency import LatencyTable
 from ..messages import first_line
@@ -95,9 +100,13 @@ def summarize_point(result, metric: str, budget_ms: float) -> dict[str, float]:
 
 
 def write_result(trial_dir: Path, doc: dict[str, Any]) -> None:
-    tmp = trial_dir / (RESULT_FILE + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(trial_dir / RESULT_FILE)
+    fsio.write_json(trial_dir / RESULT_FILE, doc)
+
+
+def same_point(a: dict[str, float], b: dict[str, float]) -> bool:
+    """True when two hyperparameter points name the same values (up to float round-off)."""
+    return a.keys() == b.keys() and all(math.isclose(float(a[k]), float(b[k]), rel_tol=1e-9, abs_tol=1e-12)
+                                        for k in a)
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) -> dict[str, Any]:
@@ -112,7 +121,14 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
     trial_dir.mkdir(parents=True, exist_ok=True)
     params = trial_params(config, dims)
     base = Pipeline.model_validate(setup.pipeline)
-    doc: dict[str, Any] = {"trial_id": trial_id, "params": params, "status": "running"}
+    doc: dict[str, Any] = {"trial_id": trial_id, "params": params, "status": "running",
+                           "started": time.time()}
+    earlier = next((d for d in finished_trials(Path(setup.out_dir)) if same_point(d["params"], params)), None)
+    if earlier is not None:  # the sampler drew a point already trained: report its result, train nothing
+        doc.update(status="duplicate", duplicate_of=earlier["trial_id"],
+                   point=earlier.get("point") or {"ap": 0.0, "latency_ms": 0.0, "feasible": 0.0, "hv_ratio": 0.0})
+        write_result(trial_dir, doc)
+        return doc
     write_result(trial_dir, doc)
     try:
         train_over: dict[str, Any] = {"loss": loss_overrides(params, base.train.loss.lambda_pos)}
@@ -138,10 +154,14 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
             log = SafeLogger(setup.tracking["uri"], outcome.mlflow_run_id)
             log.metrics({"front_hv_ratio": result.hv_ratio, "point_ap": point["ap"],
                          "point_latency_ms": point["latency_ms"]}, step=0)
-            (trial_dir / "front.json").write_text(json.dumps(doc["front"], indent=1))
+            fsio.write_json(trial_dir / "front.json", doc["front"])
             log.artifact(trial_dir / "front.json")
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, the search goes on
-        doc.update(status="failed", error=f"{type(exc).__name__}: {first_line(exc)}",
+        from ..ray_setup import ray_failure
+
+        # A trial lost with its Ray node or worker was interrupted, not refuted: its point may be tried again.
+        lost = ray_failure(exc)
+        doc.update(status="interrupted" if lost else "failed", error=lost or f"{type(exc).__name__}: {first_line(exc)}",
                    traceback=traceback.format_exc()[-4000:])
         write_result(trial_dir, doc)
         raise
@@ -158,17 +178,65 @@ def _trainable(config: dict[str, Any], setup: dict[str, Any], dims: list[dict]) 
                      "feasible": doc["point"]["feasible"], "hv_ratio": doc["point"]["hv_ratio"]})
 
 
-def finished_trials(out_dir: Path) -> list[dict[str, Any]]:
-    """Result documents of every trial that finished or failed (across earlier invocations)."""
+def _result_docs(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every trial's result document, oldest first; an unreadable one is reported and skipped."""
     docs = []
-    for f in sorted((Path(out_dir) / "trials").glob(f"*/{RESULT_FILE}")):
+    for f in (Path(out_dir) / "trials").glob(f"*/{RESULT_FILE}"):
         try:
-            doc = json.loads(f.read_text())
-        except json.JSONDecodeError:
+            doc = json.loads(fsio.read_text(f, "trial result"))
+        except (ValueError, OSError) as exc:
+            print(f"[search] {f}: unreadable trial result ({first_line(exc)}); the trial is run again",
+                  flush=True)
             continue
-        if doc.get("status") in ("finished", "failed"):
+        if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+            docs.append((f, doc))
+    return sorted(docs, key=lambda fd: (float(fd[1].get("started", 0.0)), fd[1].get("trial_id", "")))
+
+
+def finished_trials(out_dir: Path) -> list[dict[str, Any]]:
+    """Result documents of every distinct point that finished or failed (across earlier invocations).
+
+    A point tried twice counts once (the first result); a trial still marked running was interrupted.
+    """
+    docs: list[dict[str, Any]] = []
+    for _, doc in _result_docs(out_dir):
+        if doc.get("status") in ("finished", "failed") and not any(same_point(d["params"], doc["params"])
+                                                                  for d in docs):
             docs.append(doc)
     return docs
+
+
+def mark_interrupted(out_dir: Path) -> list[dict[str, Any]]:
+    """Trials a killed search left `running` become `interrupted` (they are not counted; their point may be
+    drawn again). Call only while holding the search folder's lock. Returns the documents changed."""
+    changed = []
+    for f, doc in _result_docs(out_dir):
+        if doc.get("status") == "running":
+            doc.update(status="interrupted", error="the search stopped while this trial ran")
+            write_result(f.parent, doc)
+            changed.append(doc)
+    return changed
+
+
+def close_interrupted_trials(storage, study_name: str) -> int:
+    """Mark Optuna trials a killed search left RUNNING (or enqueued and never started) as FAIL; return the
+    number of trials the study holds, so the sampler can be seeded past the points it already drew."""
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(study.trials)
+
+
+def paper_point(dims: list[Dimension]) -> dict[str, float]:
+    """The paper's setting, restricted to the searched dimensions."""
+    names = {d.name for d in dims}
+    return {k: v for k, v in PAPER_POINT.items() if k in names}
 
 
 def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sampler: str, seed: int,
@@ -184,15 +252,15 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sample
     out = Path(setup.out_dir)
     storage = RDBStorage(f"sqlite:///{(out / 'optuna.db').resolve()}")
     study_name = "outer"
-    try:
-        existing = len(optuna.load_study(study_name=study_name, storage=storage).trials)
-    except KeyError:
-        existing = 0
+    existing = close_interrupted_trials(storage, study_name)
+    # Seeded past the draws already made: a resumed search continues the sequence instead of repeating it.
+    seed = seed + existing
     sampler_obj = (optuna.samplers.NSGAIISampler(seed=seed) if sampler == "nsga2"
                    else optuna.samplers.RandomSampler(seed=seed) if sampler == "random"
                    else optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
-    names = {d.name for d in dims}
-    start = [{k: v for k, v in PAPER_POINT.items() if k in names}] if existing == 0 else None
+    paper = paper_point(dims)
+    tried = any(same_point(d["params"], paper) for d in finished_trials(out))
+    start = None if tried or not paper else [paper]  # tried again if its first attempt was killed
     searcher = OptunaSearch(metric=["ap", "latency_ms"], mode=["max", "min"], sampler=sampler_obj,
                             storage=storage, study_name=study_name, points_to_evaluate=start)
     trainable = tune.with_parameters(_trainable, setup=asdict(setup), dims=[asdict(d) for d in dims])

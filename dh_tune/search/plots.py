@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from .. import fsio  # noqa: E402
 
 
 def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict | None], metric: str,
@@ -39,7 +40,7 @@ def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict |
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fsio.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return Path(path)
 
@@ -59,6 +60,6 @@ def plot_threshold_sweep(t: np.ndarray, ap: np.ndarray, latency: np.ndarray, sha
     ax.grid(alpha=0.3)
     fig.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fsio.save_figure(fig, path, dpi=110)
     plt.close(fig)
     return Path(path)

@@ -1,7 +1,6 @@
 """The end of a search: global front, one profile per budget, plots, MLflow runs, console summary."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -76,6 +75,10 @@ def _budget_reason(choice_reason: str, cand: dict, comparison: BudgetComparison,
     return reason
 
 
+class SearchFailed(RuntimeError):
+    """The search ran but produced nothing to export (every trial failed)."""
+
+
 def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: SafeLogger | None, started: float):
     from .driver import BudgetResult, SearchOutcome
 
@@ -85,7 +88,7 @@ def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: Safe
     for d in failed:
         print(f"[search] trial {d['trial_id']} failed: {d.get('error', 'unknown error')}", file=sys.stderr)
     if not finished:
-        raise RuntimeError(f"every trial failed ({len(failed)}); see {out}/trials/*/result.json")
+        raise SearchFailed(f"every trial failed ({len(failed)}); see {out}/trials/*/result.json")
     points = _global_points(finished)
     ap = np.array([p[metric] for p in points])
     lat = np.array([p["latency_ms"] for p in points])

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..messages import InputError
 from ..yamlfile import read_yaml_mapping
 
 KNOWN = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad")
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(InputError):
     """A search-space file that cannot be used (one line: the file, the key and the reason)."""
 
 

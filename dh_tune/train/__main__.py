@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..pipeline import Pipeline, PipelineError, load_pipeline
+from ..pipeline import Pipeline, load_pipeline
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,18 +48,23 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ..data import DataError
-    from ..ray_setup import ResourceError
-    from .checkpoint import CheckpointError
+    from ..messages import InputError
+    from ..ray_setup import ResourceError, ray_failure
     from .run import run_training
 
     try:
         pipeline = build_pipeline(args)
         outcome = run_training(pipeline, run_dir=args.out, resume=args.resume, dataset=args.data,
                                tracking_uri=args.tracking_uri, ray_address=args.ray_address, use_ray=not args.no_ray)
-    except (PipelineError, DataError, ResourceError, CheckpointError, ValueError) as exc:
+    except (InputError, ResourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        message = ray_failure(exc, "continue from the last finished epoch with --resume RUN_DIR")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     m = outcome.metrics
     print(f"done: AP50 {m.get('ap50', float('nan')):.3f}  AP50:95 {m.get('ap50_95', float('nan')):.3f}  "
           f"gate acc {m.get('gate1_acc', float('nan')):.3f}/{m.get('gate2_acc', float('nan')):.3f}\n"

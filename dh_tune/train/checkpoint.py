@@ -7,21 +7,20 @@ anchors), `metrics` (of that epoch), `best_fitness`, `history` (metrics of every
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..export.dhnet_runtime import file_sha256  # checkpoints are identified by content, not by path
+from ..fsio import UnreadableFile, atomic_path, check_regular, sha256_of
 from ..model import DHNet
-from ..messages import first_line
+from ..messages import InputError, first_line
 
 FORMAT = "dh-tune-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used (one line: the file and the reason)."""
 
 
@@ -31,21 +30,39 @@ def model_args(model: DHNet) -> dict[str, Any]:
             "anchors_px": model.anchors_px.tolist(), "gates": model.gates is not None}
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """`path` when it is a non-empty regular file; CheckpointError names it otherwise.
+
+    Folders, devices and pipes are refused before anything reads them (reading /dev/zero never ends).
+    """
+    try:
+        path = check_regular(path, "checkpoint")
+    except UnreadableFile as exc:
+        raise CheckpointError(str(exc)) from None
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a dh-tune checkpoint")
+    return path
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a checkpoint's bytes: checkpoints are identified by content, not by path.
+
+    CheckpointError for what `checkpoint_file` refuses.
+    """
+    return sha256_of(checkpoint_file(path))
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write atomically (temp file, then rename) so an interrupted save never leaves a broken file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
     return path
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely (weights_only=True) and check its format."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+    path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - report any unreadable file in one line
@@ -72,5 +89,5 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[DHNet, dict[str,
     return build_model(ckpt, use_ema), ckpt
 
 
-__all__ = ["CheckpointError", "build_model", "file_sha256", "load_checkpoint", "load_model", "model_args",
-           "save_checkpoint"]
+__all__ = ["CheckpointError", "build_model", "checkpoint_file", "file_sha256", "load_checkpoint", "load_model",
+           "model_args", "save_checkpoint"]

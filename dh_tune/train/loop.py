@@ -6,7 +6,6 @@ gets a local context. Every epoch ends with validation of the EMA model and a ch
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import sys
 import time
@@ -22,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from .. import fsio
 from ..data import DetectionDataset, collate
 from ..data.augment import AugmentConfig
 from ..data.gate_labels import gate_targets
@@ -211,9 +211,7 @@ def write_rank_checksum(run_dir: Path, rank: int, epoch: int, model: torch.nn.Mo
     for k, v in model.named_parameters():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    path = run_dir / "ranks" / f"rank-{rank}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rank": rank, "epoch": epoch + 1, "sha256": h.hexdigest()}))
+    fsio.write_json(run_dir / "ranks" / f"rank-{rank}.json", {"rank": rank, "epoch": epoch + 1, "sha256": h.hexdigest()})
 
 
 def _maybe_fail(ctx: RunContext, epoch: int) -> None:

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from .. import fsio  # noqa: E402
 
 
 def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
@@ -28,6 +29,6 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fsio.save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..messages import redact_uri
+from .. import fsio
+from ..messages import InputError, loads_finite, redact_uri
 from ..pipeline import Pipeline
 from ..tracking import flatten, resolve_tracking_uri, start_run
 from .checkpoint import load_checkpoint
@@ -37,11 +38,17 @@ def new_run_dir(pipeline: Pipeline, root: str | Path = "runs/train") -> Path:
 
 
 def read_run(run_dir: Path) -> dict:
-    """The run's record (pipeline, dataset, MLflow run id); ValueError if the folder is not a run."""
+    """The run's record (pipeline, dataset, MLflow run id); InputError if the folder is not a readable run."""
     f = run_dir / RUN_FILE
     if not f.is_file():
-        raise ValueError(f"{run_dir}: not a dh-tune run folder (no {RUN_FILE})")
-    return json.loads(f.read_text())
+        raise InputError(f"{run_dir}: not a dh-tune run folder (no {RUN_FILE})")
+    try:
+        doc = loads_finite(fsio.read_text(f, "run record"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{f}: not JSON ({exc.msg} at line {exc.lineno}); the run record is damaged") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{f}: not a run record (expected a JSON object)")
+    return doc
 
 
 def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Path | None = None,
@@ -79,9 +86,9 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
             if logger is not None:
                 logger.params(flatten(pipeline.model_dump(mode="json")))
                 mlflow_run_id = logger.run_id
-    (run_dir / RUN_FILE).write_text(json.dumps({
+    fsio.write_json(run_dir / RUN_FILE, {
         "pipeline": pipeline.model_dump(mode="json"), "dataset": dataset, "mlflow_run_id": mlflow_run_id,
-        "tracking_uri": redact_uri(uri) if uri else uri}, indent=2))
+        "tracking_uri": redact_uri(uri) if uri else uri}, indent=2)
     tracking = {"uri": uri, "run_id": mlflow_run_id} if logger is not None else None
 
     try:

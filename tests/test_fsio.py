@@ -1,0 +1,95 @@
+"""Atomic writes, bounded reads of regular files only, verified copies; trial results that cannot be read."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from dh_tune import fsio
+from dh_tune.search.outer import finished_trials, mark_interrupted
+
+
+def test_a_failed_write_leaves_the_previous_file_whole_and_no_temporary(tmp_path) -> None:
+    path = tmp_path / "state.json"
+    fsio.write_json(path, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with fsio.atomic_open(path) as f:
+            f.write('{"a": 2, "b": ')  # a writer dying halfway
+            raise RuntimeError("killed")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_non_finite_numbers_are_never_written(tmp_path) -> None:
+    with pytest.raises(ValueError):
+        fsio.write_json(tmp_path / "x.json", {"t": float("nan")}, allow_nan=False)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_folders_devices_and_oversized_files_are_refused_in_one_line(tmp_path) -> None:
+    with pytest.raises(fsio.UnreadableFile, match="is a folder"):
+        fsio.read_text(tmp_path, "profile")
+    with pytest.raises(fsio.UnreadableFile, match="not a regular file"):
+        fsio.sha256_of("/dev/zero")  # would never end if read
+    with pytest.raises(fsio.UnreadableFile, match="no such"):
+        fsio.check_regular(tmp_path / "missing.pt", "checkpoint")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 2048)
+    with pytest.raises(fsio.UnreadableFile, match="larger than"):
+        fsio.read_text(big, "profile", limit=1024)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(fsio.UnreadableFile, match="not a regular file"):
+        fsio.read_text(tmp_path / "fifo")  # would block forever if opened
+
+
+def test_a_copy_that_does_not_match_its_checksum_is_replaced(tmp_path) -> None:
+    src = tmp_path / "best.pt"
+    src.write_bytes(os.urandom(10_000))
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    dst = tmp_path / "profiles" / "ckpt.pt"
+    fsio.copy_verified(src, dst, sha)
+    dst.write_bytes(dst.read_bytes()[:100])  # truncated by a kill
+    fsio.copy_verified(src, dst, sha)
+    assert dst.read_bytes() == src.read_bytes()
+    src.write_bytes(b"changed")
+    dst.unlink()
+    with pytest.raises(fsio.UnreadableFile, match="SHA-256"):
+        fsio.copy_verified(src, dst, sha)
+    assert not dst.exists()
+
+
+def test_figures_are_saved_whole_in_the_format_of_their_suffix(tmp_path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = fsio.save_figure(fig, tmp_path / "front.png")
+    plt.close(fig)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and [p.name for p in tmp_path.iterdir()] == ["front.png"]
+
+
+def _trial(out: Path, name: str, **doc) -> Path:
+    folder = out / "trials" / name
+    folder.mkdir(parents=True)
+    fsio.write_json(folder / "result.json", {"trial_id": name, **doc})
+    return folder / "result.json"
+
+
+def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_path, capsys) -> None:
+    p = {"gate_lambda": 0.3, "eps": 4.0}
+    _trial(tmp_path, "a", params=p, status="finished", started=1.0)
+    _trial(tmp_path, "b", params=dict(p), status="finished", started=2.0)  # the same point drawn again
+    _trial(tmp_path, "c", params={"gate_lambda": 0.5, "eps": 3.0}, status="running", started=3.0)
+    damaged = _trial(tmp_path, "d", params={"gate_lambda": 0.7, "eps": 3.0}, status="finished", started=4.0)
+    damaged.write_text(damaged.read_text()[:20])
+    assert [d["trial_id"] for d in finished_trials(tmp_path)] == ["a"]
+    assert f"{damaged}: unreadable trial result" in capsys.readouterr().out
+    (changed,) = mark_interrupted(tmp_path)
+    assert changed["trial_id"] == "c"
+    assert json.loads((tmp_path / "trials" / "c" / "result.json").read_text())["status"] == "interrupted"
