@@ -50,16 +50,15 @@ def measure(checkpoint: Path, thresholds: tuple[float, float], *, imgsz: int | N
     and the network-time saving against the saving its MACs predict."""
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
-    from dh_tune.evaluate.cache import cached_exit_table
-    from dh_tune.latency.measure import preprocess
+    from dh_tune.evaluate.exit_cache import cached_exit_table
+    from dh_tune.data.preprocess import preprocess
     from dh_tune.model import DEPLOY_NMS, postprocess
-    from dh_tune.train.checkpoint import file_sha256, load_model
+    from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, file_sha256, load_model
 
     model, ckpt = load_model(checkpoint)
-    cfg = ckpt["config"]
-    size = imgsz or int(cfg["data"]["imgsz"])
-    records = load_dataset(data or ckpt["dataset"]).splits[cfg["data"]["val_split"]][:images]
-    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=float(cfg["train"]["loss"]["eps"]),
+    size = imgsz or checkpoint_imgsz(ckpt)
+    records = load_dataset(data or ckpt["dataset"]).splits[checkpoint_val_split(ckpt)][:images]
+    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=checkpoint_eps(ckpt),
                               cache_dir=cache_dir or dh_tune_home() / "cache" / "exit_tables", progress=False)
     model = model.fuse()
     pixels = [read_image(r.path) for r in records]

@@ -35,16 +35,14 @@ def trunk_share(checkpoint: Path, pipeline, batches: int = 4) -> float:
 
     from dh_tune.data import DetectionDataset, collate
     from dh_tune.data.gate_labels import gate_targets
-    from dh_tune.loss import DHLoss, LossConfig
-    from dh_tune.train.checkpoint import load_model
+    from dh_tune.loss import DHLoss
+    from dh_tune.model.checkpoint import load_model
     from dh_tune.train.data_setup import load_splits
     from dh_tune.train.gradients import gate_gradient_share
 
     model, _ = load_model(checkpoint, use_ema=False)
     ls = pipeline.train.loss
-    crit = DHLoss(model.nc, model.anchors_px.detach(), model.strides, pipeline.data.imgsz,
-                  LossConfig(box=ls.box, cls=ls.cls, obj=ls.obj, anchor_t=ls.anchor_t, gate_lambda=ls.gate_lambda,
-                             lambda_pos=tuple(ls.lambda_pos)))
+    crit = DHLoss(model.nc, model.anchors_px.detach(), model.strides, pipeline.data.imgsz, ls)
     splits = load_splits(pipeline)
     loader = DataLoader(DetectionDataset(splits.train[: 16 * batches], pipeline.data.imgsz, augment=False),
                         batch_size=16, collate_fn=collate)
@@ -103,9 +101,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="keep the numbers here (and resume from them)")
     args = p.parse_args(argv)
     from dh_tune.pipeline import PipelineError, load_pipeline
+    from dh_tune.resources import find_file
 
     try:
-        pipeline = load_pipeline(args.pipeline)
+        pipeline = load_pipeline(find_file(args.pipeline, "pipelines"))
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

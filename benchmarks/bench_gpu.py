@@ -127,9 +127,9 @@ def onnxruntime_cuda(folder: Path | None, sizes, rounds: int) -> dict:
 def measure(checkpoint: Path | None = None, sizes=(224, 320, 640), precisions=PRECISIONS, rounds: int = 200,
             nc: int = 11, device: str = "cuda", onnx_folders: Path | None = None) -> dict:
     """Timings per size, precision and variant, the exit levels taken, the MAC-predicted exit-1 saving."""
-    from dh_tune.evaluate.cache import exit_macs
+    from dh_tune.evaluate.exit_cache import exit_macs
     from dh_tune.model import DHNet
-    from dh_tune.train.checkpoint import load_model
+    from dh_tune.model.checkpoint import load_model
 
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -174,10 +174,10 @@ def summary(doc: dict, precisions) -> dict:
 
 def train_run_summary(run_dir: Path) -> dict:
     """Per-epoch time, throughput and accuracy of a finished training run, from its last checkpoint."""
-    from dh_tune.train.checkpoint import load_checkpoint
+    from dh_tune.model.checkpoint import checkpoint_config, load_checkpoint
 
     ckpt = load_checkpoint(run_dir / "weights" / "last.pt")
-    cfg = ckpt["config"]
+    cfg = checkpoint_config(ckpt)
     hist = ckpt["history"]
     keys = ("epoch", "epoch_time_s", "train_time_s", "images_per_s", "ap50", "ap50_95", "gate1_acc", "gate2_acc")
     return {"pipeline": cfg["name"], "gpu": cfg["ray"]["gpu"], "workers": cfg["ray"]["workers"], "amp": cfg["train"]["amp"],
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.export_onnx is not None:
         from dh_tune.model import DHNet
-        from dh_tune.train.checkpoint import load_model
+        from dh_tune.model.checkpoint import load_model
 
         model = load_model(args.checkpoint)[0] if args.checkpoint else DHNet("n", nc=args.nc)
         export_for_onnxruntime(model.eval(), args.sizes, args.export_onnx)

@@ -166,7 +166,7 @@ def equivalence(model, imgsz: int, folder: Path, images: int = 8) -> dict[str, d
 
 def _load(checkpoint: Path | None, nc: int):
     from dh_tune.model import DHNet
-    from dh_tune.train.checkpoint import load_model
+    from dh_tune.model.checkpoint import load_model
 
     model = load_model(checkpoint)[0] if checkpoint else DHNet("n", nc=nc)
     return model.eval()
@@ -198,7 +198,7 @@ def _child(runtime: str, checkpoint: Path | None, nc: int, sizes, rounds: int, f
 def measure(checkpoint: Path | None = None, sizes=(224, 320, 640), rounds: int = 40, nc: int = 11,
             blocks: int = 4) -> dict:
     """Timings per size and variant, ratios, MAC-predicted exit-1 saving, equivalence and the goals' verdicts."""
-    from dh_tune.evaluate.cache import exit_macs
+    from dh_tune.evaluate.exit_cache import exit_macs
     from dh_tune.runtimes import PREFERENCE, installed, version
 
     model = _load(checkpoint, nc)

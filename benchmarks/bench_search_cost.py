@@ -128,18 +128,17 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
     from dh_tune.evaluate import average_precision
-    from dh_tune.evaluate.cache import cached_exit_table
+    from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.latency.measure import device_info
     from dh_tune.model import VAL_NMS
     from dh_tune.predict import Predictor
-    from dh_tune.train.checkpoint import file_sha256, load_model
+    from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, file_sha256, load_model
 
     model, ckpt = load_model(checkpoint)
-    cfg = ckpt["config"]
-    size = imgsz or int(cfg["data"]["imgsz"])
-    records = load_dataset(data or ckpt["dataset"]).splits[cfg["data"]["val_split"]][:images]
+    size = imgsz or checkpoint_imgsz(ckpt)
+    records = load_dataset(data or ckpt["dataset"]).splits[checkpoint_val_split(ckpt)][:images]
     t0 = time.perf_counter()
-    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=float(cfg["train"]["loss"]["eps"]),
+    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=checkpoint_eps(ckpt),
                               cache_dir=dh_tune_home() / "cache" / "exit_tables", progress=False)
     build_s = time.perf_counter() - t0
     if threads:

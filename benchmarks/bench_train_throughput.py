@@ -46,8 +46,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args(argv)
     from dh_tune.pipeline import load_pipeline
+    from dh_tune.resources import find_file
 
-    rows = measure(load_pipeline(args.pipeline), args.workers)
+    rows = measure(load_pipeline(find_file(args.pipeline, "pipelines")), args.workers)
     print("\n" + format_rows(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -111,10 +111,12 @@ def table1(pipeline, data: str | None) -> dict:
 
 def search(pipeline, out: Path, budgets: list[float]) -> dict:
     """The main job (train, search, export) on this machine; resumes in `out` like the command does."""
-    from dh_tune.search.driver import SearchRequest, run_search
+    from dh_tune.search.driver import run_search
+    from dh_tune.search.records import SearchRequest
 
     t0 = time.time()
     outcome = run_search(SearchRequest(pipeline=pipeline, budgets=budgets, out=out, track=False))
+    print(outcome.summary)
     budgets_doc = []
     for b in outcome.budgets:
         budgets_doc.append({"budget_ms": b.budget_ms, "feasible": b.feasible, "reason": b.reason,
@@ -152,17 +154,17 @@ def accuracy(search_doc: dict, static_doc: dict, figures: Path) -> dict:
     import torch
 
     from dh_tune.data import dh_tune_home, load_dataset
-    from dh_tune.evaluate.cache import cached_exit_table
-    from dh_tune.evaluate.report import write_plots
-    from dh_tune.search.deploy import local_latency_tables
-    from dh_tune.train.checkpoint import file_sha256, load_model
+    from dh_tune.evaluate.exit_cache import cached_exit_table
+    from dh_tune.evaluate.figures import write_plots
+    from dh_tune.latency.device_tables import local_latency_tables
+    from dh_tune.model.checkpoint import (checkpoint_config, checkpoint_eps, checkpoint_imgsz, checkpoint_val_split,
+                                          file_sha256, load_model)
 
     ckpt_path = Path(search_doc["base_checkpoint"])
     model, ckpt = load_model(ckpt_path)
-    cfg = ckpt["config"]
-    imgsz = int(cfg["data"]["imgsz"])
-    records = load_dataset(ckpt["dataset"]).splits[cfg["data"]["val_split"]]
-    table = cached_exit_table(model, file_sha256(ckpt_path), records, imgsz, eps=float(cfg["train"]["loss"]["eps"]),
+    imgsz = checkpoint_imgsz(ckpt)
+    records = load_dataset(ckpt["dataset"]).splits[checkpoint_val_split(ckpt)]
+    table = cached_exit_table(model, file_sha256(ckpt_path), records, imgsz, eps=checkpoint_eps(ckpt),
                               cache_dir=dh_tune_home() / "cache" / "exit_tables", progress=False)
     latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", progress=False)[imgsz]
     full = table.evaluate(0.5, 0.5)
@@ -171,7 +173,7 @@ def accuracy(search_doc: dict, static_doc: dict, figures: Path) -> dict:
     history = torch.load(ckpt_path.with_name("last.pt"), map_location="cpu", weights_only=True)["history"]
     profiles = [{"budget_ms": b["budget_ms"], "feasible": b["feasible"], **{k: b["candidate"][k] for k in (
         "imgsz", "t1", "t2", "ap50", "ap50_95", "latency_ms")}} for b in search_doc["budgets"]]
-    return {"imgsz": imgsz, "images": len(records), "epochs": int(cfg["train"]["epochs"]),
+    return {"imgsz": imgsz, "images": len(records), "epochs": int(checkpoint_config(ckpt)["train"]["epochs"]),
             "train_seconds": sum(h["epoch_time_s"] for h in history), "dhnet": {"ap50": all_heads.ap50, "ap50_95": all_heads.ap50_95},
             "static": {"ap50": static_doc["ap50"], "ap50_95": static_doc["ap50_95"]},
             "gates": {"accuracy": list(full.gate_accuracy), "recall": list(full.gate_recall)},
@@ -212,7 +214,7 @@ def gate_parity(pipeline, out: Path, epochs: int) -> dict:
 
 def search_cost(search_doc: dict, images: int, quick: bool, out: Path) -> dict:
     """Cached profile evaluation vs re-running the model, predicted vs measured latency, Optuna vs grid."""
-    from dh_tune.profiles import load_profile
+    from dh_tune.threshold_profiles import load_profile
 
     b = middle_profile(search_doc)
     prof = load_profile(b["profile"])
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         "search_cost": lambda: search_cost(results["search"], min(images, 150), args.quick, out),
     }
     from dh_tune.data import DataError
-    from dh_tune.train.checkpoint import CheckpointError
+    from dh_tune.model.checkpoint import CheckpointError
 
     for name in SECTIONS:
         if name in results:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .messages import InputError, finite_float
+from .messages import finite_float, run_command
 
 PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
            (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
@@ -85,25 +85,28 @@ def draw(img: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.nda
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .data.images import read_image
     from .export.dhnet_runtime import DeploymentError
+
+    # profile, checkpoint, image, runtime: one line; others: traceback
+    return run_command(lambda: detect(args), refused=(DeploymentError,))
+
+
+def detect(args: argparse.Namespace) -> int:
+    """Run the profile's (or checkpoint's) network on every image; write annotated images and detections.json."""
+    from .data.images import read_image
     from .fsio import write_json
     from .model import NMSConfig
     from .predict import Predictor
 
     nms = NMSConfig(conf=args.conf, iou=0.45, max_det=300, multi_label=False)
-    try:
-        files = collect_images(args.sources)
-        if args.profile is not None:
-            predictor = Predictor.from_profile(args.profile, args.checkpoint, nms=nms, runtime=args.runtime,
-                                               allow_other_runtime=args.any_runtime,
-                                               allow_infeasible=args.allow_infeasible, threads=args.threads)
-        else:
-            predictor = Predictor.from_checkpoint(args.checkpoint, args.imgsz, tuple(args.thresholds or (0.5, 0.5)),
-                                                  nms=nms)
-    except (InputError, DeploymentError) as exc:  # profile, checkpoint, image, runtime: one line; others: traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    files = collect_images(args.sources)
+    if args.profile is not None:
+        predictor = Predictor.from_profile(args.profile, args.checkpoint, nms=nms, runtime=args.runtime,
+                                           allow_other_runtime=args.any_runtime,
+                                           allow_infeasible=args.allow_infeasible, threads=args.threads)
+    else:
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.imgsz, tuple(args.thresholds or (0.5, 0.5)),
+                                              nms=nms)
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for f in files:

@@ -1,7 +1,8 @@
 """Files written whole or not at all: a temporary file in the same folder, flushed, then renamed.
 
 A kill at any moment leaves either the previous file or the new one, never a truncated one. Reads
-are bounded and refuse anything that is not a regular file (a folder, /dev/zero, a FIFO).
+are bounded and refuse anything that is not a regular file (a folder, /dev/zero, a FIFO). Names
+such as a device's become folder-safe with `slug`.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -25,6 +27,27 @@ class UnreadableFile(InputError):
     """A path that is not a regular file, or a document larger than the project ever writes."""
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(path: Path) -> int:
+    """The mode `path` has (when it exists) or would get from open(): 0666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it is fsynced and renamed onto `path`.
@@ -38,6 +61,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; the file keeps the mode a plain write gives
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -131,3 +155,9 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or None)
     return Path(path)
+
+
+def slug(name: str) -> str:
+    """A folder-safe form of a device name: 'Intel(R) Xeon(R) ... (2 threads)' -> 'intel-xeon-...-2-threads'."""
+    s = re.sub(r"\((r|tm)\)", "", name.lower())
+    return re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:80] or "device"

@@ -15,47 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dh_tune.model.config import DEFAULT_ANCHORS_PX, STRIDES
+from dh_tune.pipeline import LossSettings
 
 # YOLOv5's neighbour-cell bias: a centre within g of a cell edge also trains the cell across it.
 NEIGHBOUR_BIAS = 0.5
 # Offsets (x, y) in grid cells: own cell, then left, up, right, down neighbours (scaled by g).
 _CELL_OFFSETS = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Weights and settings of the DH-Net loss (YOLOv5 hyp.scratch-low and the paper's gate terms).
-
-    Detection gains are the values before YOLOv5's rescaling by classes, image size and levels.
-    """
-
-    box: float = 0.05
-    cls: float = 0.5
-    obj: float = 1.0
-    anchor_t: float = 4.0
-    balance: tuple[float, ...] = (4.0, 1.0, 0.4)
-    gate_lambda: float = 0.2
-    lambda_pos: tuple[float, ...] = (0.28, 2.0)
-    label_smoothing: float = 0.0
-    cls_pw: float = 1.0
-    obj_pw: float = 1.0
-
-    def __post_init__(self) -> None:
-        """Reject settings that would silently produce a meaningless loss."""
-        for name in ("box", "cls", "obj", "gate_lambda"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"loss setting {name} must be >= 0, got {getattr(self, name)}")
-        for name in ("cls_pw", "obj_pw"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"loss setting {name} must be > 0, got {getattr(self, name)}")
-        if self.anchor_t <= 1:
-            raise ValueError(f"loss setting anchor_t must be > 1, got {self.anchor_t}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"loss setting label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if any(b < 0 for b in self.balance) or any(w <= 0 for w in self.lambda_pos):
-            raise ValueError("loss settings balance must be >= 0 and lambda_pos > 0")
-        object.__setattr__(self, "balance", tuple(float(b) for b in self.balance))
-        object.__setattr__(self, "lambda_pos", tuple(float(w) for w in self.lambda_pos))
+# YOLOv5's objectness weight of each level P3, P4, P5 (hyp.scratch-low).
+OBJ_BALANCE = (4.0, 1.0, 0.4)
 
 
 @dataclass(frozen=True)
@@ -199,13 +166,19 @@ class DHLoss:
         anchors_px: Tensor | Sequence[Sequence[Sequence[float]]] = DEFAULT_ANCHORS_PX,
         strides: Sequence[int] = STRIDES,
         imgsz: int = 640,
-        cfg: LossConfig | None = None,
+        cfg: LossSettings | None = None,
+        *,
+        balance: Sequence[float] = OBJ_BALANCE,
+        label_smoothing: float = 0.0,
+        cls_pw: float = 1.0,
+        obj_pw: float = 1.0,
     ) -> None:
-        """Fix the class count, anchors, strides and input size, and apply YOLOv5's gain rescaling.
+        """Fix the class count, anchors, strides, input size and gains (the pipeline's `train.loss`).
 
-        Gains: box * 3/nl, cls * nc/80 * 3/nl, obj * (imgsz/640)^2 * 3/nl (nl = number of levels).
+        Gains are rescaled as YOLOv5: box * 3/nl, cls * nc/80 * 3/nl, obj * (imgsz/640)^2 * 3/nl (nl = levels);
+        balance weighs each level's objectness, cls_pw/obj_pw are the BCE positive weights.
         """
-        cfg = cfg or LossConfig()
+        cfg = cfg or LossSettings()
         anchors = torch.as_tensor(anchors_px, dtype=torch.float32)
         if nc < 1:
             raise ValueError(f"nc must be >= 1, got {nc}")
@@ -215,19 +188,27 @@ class DHLoss:
             raise ValueError(
                 f"anchors_px must be (levels, anchors, 2) with one level per stride, got {tuple(anchors.shape)}"
             )
-        if len(cfg.balance) != len(strides):
-            raise ValueError(f"{len(cfg.balance)} balance weights for {len(strides)} levels")
+        if len(balance) != len(strides):
+            raise ValueError(f"{len(balance)} balance weights for {len(strides)} levels")
+        if any(b < 0 for b in balance):
+            raise ValueError("loss settings balance must be >= 0")
+        if cls_pw <= 0 or obj_pw <= 0:
+            raise ValueError(f"loss settings cls_pw and obj_pw must be > 0, got {cls_pw}, {obj_pw}")
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"loss setting label_smoothing must be in [0, 1), got {label_smoothing}")
         nl = len(strides)
         self.nc = nc
         self.na = int(anchors.shape[1])
         self.anchors_px = anchors
         self.strides = tuple(int(s) for s in strides)
         self.cfg = cfg
+        self.balance = tuple(float(b) for b in balance)
+        self.cls_pw, self.obj_pw = float(cls_pw), float(obj_pw)
         self.box_gain = cfg.box * 3 / nl
         self.cls_gain = cfg.cls * nc / 80 * 3 / nl
         self.obj_gain = cfg.obj * (imgsz / 640) ** 2 * 3 / nl
-        self.cls_pos = 1.0 - 0.5 * cfg.label_smoothing
-        self.cls_neg = 0.5 * cfg.label_smoothing
+        self.cls_pos = 1.0 - 0.5 * label_smoothing
+        self.cls_neg = 0.5 * label_smoothing
 
     def _split_maps(self, maps: Sequence[Tensor]) -> list[Tensor]:
         """Reshape raw Detect maps (B, na*(nc+5), h, w) to (B, na, h, w, nc+5) in float32."""
@@ -261,8 +242,8 @@ class DHLoss:
         level_targets = build_targets(
             targets, self.anchors_px.to(device), self.strides, grids, self.cfg.anchor_t
         )
-        obj_pos_weight = torch.tensor([self.cfg.obj_pw], device=device)
-        cls_pos_weight = torch.tensor([self.cfg.cls_pw], device=device)
+        obj_pos_weight = torch.tensor([self.obj_pw], device=device)
+        cls_pos_weight = torch.tensor([self.cls_pw], device=device)
         zero = preds[0].new_zeros(())
         lbox, lobj, lcls = zero, zero, zero
         for level, (p, t) in enumerate(zip(preds, level_targets)):
@@ -280,7 +261,7 @@ class DHLoss:
                     lcls = lcls + F.binary_cross_entropy_with_logits(
                         sel[:, 5:], cls_target, pos_weight=cls_pos_weight
                     )
-            lobj = lobj + self.cfg.balance[level] * F.binary_cross_entropy_with_logits(
+            lobj = lobj + self.balance[level] * F.binary_cross_entropy_with_logits(
                 p[..., 4], tobj, pos_weight=obj_pos_weight
             )
         lbox = lbox * self.box_gain

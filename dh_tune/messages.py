@@ -1,13 +1,18 @@
 """What users read: one-line messages from exceptions, numbers refused when not finite, URIs without secrets.
 
-Shared by every command, so that a bad input gives the same kind of line wherever it comes in.
+Shared by every command, so that a bad input gives the same kind of line wherever it comes in: each runs its
+body through `run_command`, which also shows the library's log records as plain lines on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -17,6 +22,74 @@ class InputError(ValueError):
     The project's input errors derive from it, so that commands catch them and nothing else: an
     unexpected internal error keeps its traceback.
     """
+
+
+PACKAGE_LOGGER = "dh_tune"
+"""Parent of every module's logger (`logging.getLogger(__name__)`)."""
+
+
+class _LineHandler(logging.StreamHandler):
+    """Each record's message alone, as one line on the sys.stderr of the time the handler is made."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+
+@contextmanager
+def command_logging() -> Iterator[None]:
+    """While a command runs, dh_tune's log records (INFO and up) are plain lines on stderr, as printed ones were.
+
+    The handler is made per command, so each call writes to the sys.stderr of its time, and removed afterwards.
+    """
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    handler, level = _LineHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def worker_logging() -> None:
+    """In a process that runs no command (a Ray worker): dh_tune's log records as plain lines on stderr.
+
+    Installed once per process; they stay off the root logger, whose handlers (if any) are Ray's.
+    """
+    logger = logging.getLogger(PACKAGE_LOGGER)
+    if not any(isinstance(h, _LineHandler) for h in logger.handlers):
+        logger.addHandler(_LineHandler())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _refuse(line: str, status: int) -> int:
+    print(f"error: {line}", file=sys.stderr)
+    return status
+
+
+def run_command(body: Callable[[], int], *, refused: tuple[type[BaseException], ...] = (),
+                failed: tuple[type[BaseException], ...] = (),
+                explain: Callable[[BaseException], str | None] | None = None) -> int:
+    """Run a command's body under `command_logging` and return its exit status.
+
+    InputError and the `refused` types print `error: <message>` on stderr and give 2, the `failed` types the
+    same with 1; any other exception gives 1 with `explain`'s line where it has one, and otherwise propagates.
+    """
+    with command_logging():
+        try:
+            return body()
+        except (InputError, *refused) as exc:
+            return _refuse(str(exc), 2)
+        except failed as exc:
+            return _refuse(str(exc), 1)
+        except Exception as exc:
+            line = explain(exc) if explain is not None else None
+            if line is None:
+                raise
+            return _refuse(line, 1)
 
 
 def first_line(exc: BaseException) -> str:

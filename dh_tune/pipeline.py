@@ -5,11 +5,12 @@ Validated on load with pydantic; any problem is one line naming the file and the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .messages import InputError
+from .resources import default_search_space, find_file
 from .yamlfile import read_yaml_mapping
 
 
@@ -61,14 +62,17 @@ class ModelConfig(_Section):
 
 
 class LossSettings(_Section):
-    """Detection-loss gains and the gate-loss hyperparameters (paper Eq. 14-15, Eq. 3-7)."""
+    """Detection-loss gains and the gate-loss hyperparameters (paper Eq. 14-15, Eq. 3-7).
 
-    box: float = 0.05
-    cls: float = 0.5
-    obj: float = 1.0
+    Detection gains are the values before YOLOv5's rescaling by classes, image size and levels (DHLoss).
+    """
+
+    box: float = Field(0.05, ge=0.0)
+    cls: float = Field(0.5, ge=0.0)
+    obj: float = Field(1.0, ge=0.0)
     anchor_t: float = Field(4.0, gt=1.0)
     gate_lambda: float = Field(0.2, ge=0.0)
-    lambda_pos: tuple[float, float] = (0.28, 2.0)
+    lambda_pos: tuple[Annotated[float, Field(gt=0.0)], Annotated[float, Field(gt=0.0)]] = (0.28, 2.0)
     eps: float = Field(4.0, gt=1.0)
     # Share of the gate loss's gradient that reaches the shared backbone and neck: 1.0 is the paper's
     # end-to-end training; 0.0 trains the gates on the detector's features and leaves the detector
@@ -77,7 +81,11 @@ class LossSettings(_Section):
 
 
 class AugmentSettings(_Section):
-    """Training augmentation (the paper turns mosaic off)."""
+    """Training augmentation, YOLOv5 names (the paper turns mosaic off); 0 turns a part off.
+
+    hsv_*: gains of the hue/saturation/value jitter; fliplr/flipud: flip probabilities;
+    scale: zoom range 1 +- scale; translate: shift range as a fraction of the image size.
+    """
 
     hsv_h: float = Field(0.015, ge=0.0)
     hsv_s: float = Field(0.7, ge=0.0)
@@ -132,7 +140,8 @@ class SearchSettings(_Section):
     # A gated profile must beat the best static network within the same budget by at least this much AP;
     # otherwise the static network (no gate to compute, as accurate within this margin) is exported.
     min_dynamic_gain: float = Field(0.001, ge=0.0)
-    search_space: str = "search_spaces/gate_loss.yaml"
+    # A path as given, or relative to the pipeline file, or a packaged search space by name (load_pipeline).
+    search_space: str = Field(default_factory=default_search_space)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0
 
@@ -195,6 +204,9 @@ def load_pipeline(path: str | Path | None) -> Pipeline:
     path = Path(path)
     doc = read_yaml_mapping(path, PipelineError, "a mapping of sections (data, model, train, ray, search)")
     try:
-        return Pipeline.model_validate(doc)
+        pipeline = Pipeline.model_validate(doc)
     except ValidationError as err:
         raise PipelineError(f"{path}: {_describe(err)}") from None
+    # Absolute once found, so the search reads the same file whatever folder it later runs in.
+    space = find_file(pipeline.search.search_space, "search_spaces", base=path.resolve().parent)
+    return pipeline.with_overrides(search={"search_space": str(space.resolve()) if space.exists() else str(space)})

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from .data.letterbox import boxes_from_network, letterbox_info
+from .data.preprocess import preprocess
 from .export.dhnet_runtime import Detector
-from .latency.measure import preprocess
 from .model import DEPLOY_NMS, DHNet, Detections, NMSConfig, postprocess
-from .profiles import Profile, ProfileError, check_checkpoint, check_feasible, load_profile
+from .model.checkpoint import checkpoint_imgsz, file_sha256, load_model
 from .runtimes import check_match, resolve
-from .train.checkpoint import file_sha256, load_model
+from .threshold_profiles import Profile, ProfileError, check_checkpoint, check_feasible, load_profile
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | Path, imgsz: int | None = None,
                         thresholds: tuple[float, float] = (0.5, 0.5), **kwargs) -> "Predictor":
         model, ckpt = load_model(checkpoint)
-        size = imgsz or int(ckpt["config"]["data"]["imgsz"])
+        size = imgsz or checkpoint_imgsz(ckpt)
         return cls(model, size, thresholds, names=ckpt.get("names"), **kwargs)
 
     @classmethod
@@ -145,7 +145,7 @@ class Predictor:
 
 
 def _export_cache() -> Path:
-    from .data.cache import dh_tune_home
+    from .data.home import dh_tune_home
 
     return dh_tune_home() / "exports"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .messages import InputError, finite_float
+from .messages import InputError, finite_float, run_command
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,38 +54,37 @@ def _scale(text: str) -> str | tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command(lambda: profile(args))
+
+
+def profile(args: argparse.Namespace) -> int:
+    """Time the parts and graphs of the network, write the device table and print its summary."""
     from .gating import STATIC_THRESHOLDS
     from .latency.measure import latency_table
     from .model import DHNet
+    from .model.checkpoint import file_sha256, load_model
     from .runtimes import resolve
-    from .train.checkpoint import file_sha256, load_model
 
     if args.imgsz <= 0 or args.imgsz % 32:
-        print(f"error: --imgsz {args.imgsz}: must be a positive multiple of 32", file=sys.stderr)
-        return 2
+        raise InputError(f"--imgsz {args.imgsz}: must be a positive multiple of 32")
     if args.gpu and not torch.cuda.is_available():
-        print("error: --gpu: no CUDA device is visible to torch", file=sys.stderr)
-        return 2
+        raise InputError("--gpu: no CUDA device is visible to torch")
     sha = None
-    try:
-        runtime = resolve(args.runtime)
-        frame = None
-        if args.image is not None:
-            from .data.images import read_image
+    runtime = resolve(args.runtime)
+    frame = None
+    if args.image is not None:
+        from .data.images import read_image
 
-            frame = read_image(args.image) if args.image.is_file() else None
-            if frame is None:
-                raise InputError(f"{args.image}: not a readable image")
-        if args.gpu and runtime != "torch":
-            raise InputError(f"--gpu times the torch runtime; leave out --gpu or use --runtime torch (not {runtime})")
-        if args.checkpoint is not None:
-            model, _ = load_model(args.checkpoint)
-            sha = file_sha256(args.checkpoint)
-        else:
-            model = DHNet(_scale(args.scale), nc=args.nc)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        frame = read_image(args.image) if args.image.is_file() else None
+        if frame is None:
+            raise InputError(f"{args.image}: not a readable image")
+    if args.gpu and runtime != "torch":
+        raise InputError(f"--gpu times the torch runtime; leave out --gpu or use --runtime torch (not {runtime})")
+    if args.checkpoint is not None:
+        model, _ = load_model(args.checkpoint)
+        sha = file_sha256(args.checkpoint)
+    else:
+        model = DHNet(_scale(args.scale), nc=args.nc)
     device = torch.device("cuda" if args.gpu else "cpu")
     table = latency_table(model, args.imgsz, device=device, threads=args.threads, batch=args.batch,
                           repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds,

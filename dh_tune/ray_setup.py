@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from .messages import first_line
+from .messages import first_line, worker_logging
 
 
 class ResourceError(RuntimeError):
@@ -33,7 +33,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # The dashboard (on 127.0.0.1) also serves the State API that Ray Train's cleanup actor polls.
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=True, dashboard_host="127.0.0.1",
                   configure_logging=True,
-                  runtime_env={"worker_process_setup_hook": "dh_tune.ray_setup.quiet_worker_logs"})
+                  runtime_env={"worker_process_setup_hook": "dh_tune.ray_setup.setup_worker_logs"})
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -79,6 +79,12 @@ NOISY_LOGGERS = ("ray.train.v2._internal.execution.context", "ray.train.v2._inte
 
 def _warnings_only(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING
+
+
+def setup_worker_logs() -> None:
+    """In Ray workers: dh_tune's messages as plain lines on stderr (Ray shows them), Ray Train's INFO lines off."""
+    worker_logging()
+    quiet_worker_logs()
 
 
 def quiet_worker_logs() -> None:

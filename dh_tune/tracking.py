@@ -4,15 +4,34 @@ Logging never breaks the work it describes: a failing tracking server becomes on
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .messages import first_line, redact_uri
 
+logger = logging.getLogger(__name__)
+
 STORE_DIR = Path("mlflow")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """An MLflow store and a run in it: the run a job logs into, and the parent of the runs it starts.
+
+    Plain strings only, so it pickles for Ray and `Tracking(**dataclasses.asdict(t))` gives it back.
+    """
+
+    uri: str
+    run_id: str
+    experiment: str | None = None  # where runs started under this one go (default: their pipeline's name)
+
+    def logger(self) -> "SafeLogger":
+        """A SafeLogger for this run."""
+        return SafeLogger(self.uri, self.run_id)
 
 
 def default_tracking_uri() -> str:
@@ -31,8 +50,6 @@ def _quiet_mlflow() -> None:
     # An unreachable server should fail in seconds, not after minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    import logging
-
     import mlflow  # noqa: F401 - mlflow sets its loggers up on import; quieten them afterwards
 
     for name in ("mlflow", "alembic"):
@@ -89,8 +106,8 @@ class SafeLogger:
             getattr(self._client, fn)(self.run_id, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must not stop training or search
             self.failed = True
-            print(f"warning: MLflow logging to {redact_uri(self.uri)} failed ({redact_uri(first_line(exc))[:200]}); "
-                  "results are still written to disk", file=sys.stderr, flush=True)
+            logger.warning("warning: MLflow logging to %s failed (%s); results are still written to disk",
+                           redact_uri(self.uri), redact_uri(first_line(exc))[:200])
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -127,7 +144,7 @@ def start_run(uri: str, experiment: str, run_name: str, tags: dict[str, str] | N
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = c.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
     except Exception as exc:  # noqa: BLE001
-        print(f"warning: cannot reach MLflow at {redact_uri(uri)} ({redact_uri(first_line(exc))[:200]}); "
-              "continuing without tracking, results are written to disk", file=sys.stderr, flush=True)
+        logger.warning("warning: cannot reach MLflow at %s (%s); continuing without tracking, results are written "
+                       "to disk", redact_uri(uri), redact_uri(first_line(exc))[:200])
         return None
     return SafeLogger(uri, run.info.run_id)

@@ -1,12 +1,27 @@
 """Shared fixtures: tiny images and datasets written into pytest's tmp_path."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench_script(monkeypatch) -> Callable[[str], ModuleType]:
+    """Imports a script of benchmarks/ by module name (e.g. "run_all").
+
+    The folder is on sys.path only while the test runs: the scripts import their siblings by name.
+    """
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    return importlib.import_module
 
 
 def _write_image(path: Path, width: int = 64, height: int = 48, value: int = 90) -> Path:
@@ -39,22 +54,31 @@ def data_yolo_root(tmp_path: Path) -> Path:
 
 
 # --- trained tiny models, shared by the evaluation and search tests --------------------------------
-TINY_SCALE = [0.33, 0.25]
+TINY_DEPTH = 0.33
 NO_AUGMENT = {"hsv_h": 0, "hsv_s": 0, "hsv_v": 0, "fliplr": 0, "scale": 0, "translate": 0}
 
 
-def tiny_pipeline_doc(data_yaml: str, imgsz: int = 128, epochs: int = 30, **train) -> dict:
-    """A pipeline that trains a tiny DH-Net on a tiny dataset in seconds (no augmentation)."""
+def _tiny_pipeline_doc(data_yaml: str, imgsz: int = 128, epochs: int = 30, width: float = 0.25, **train) -> dict:
+    """A pipeline that trains a tiny DH-Net on a tiny dataset in seconds (no augmentation unless `augment` is given).
+
+    `width` scales the channels (0.125 for tests that only need training to run); `train` overrides train keys.
+    """
     return {
         "name": "tiny",
         "data": {"dataset": data_yaml, "imgsz": imgsz, "cache_images": True},
-        "model": {"scale": TINY_SCALE},
+        "model": {"scale": [TINY_DEPTH, width]},
         "train": {"epochs": epochs, "batch_size": 8, "optimizer": "adamw", "lr0": 0.01, "momentum": 0.9,
                   "warmup_epochs": 3, "warmup_bias_lr": 0.0, "threads": 2, "augment": NO_AUGMENT, **train},
         "ray": {"workers": 1, "cpus_per_worker": 1},
         "search": {"trials": 2, "trial_epochs": 1, "deploy_imgsz": [96, 128], "threshold_trials": 40,
                    "grid_steps": 11},
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_doc() -> Callable[..., dict]:
+    """Factory of the tiny pipeline document (parameters: see _tiny_pipeline_doc), one definition for every test."""
+    return _tiny_pipeline_doc
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +97,7 @@ def tiny_dataset(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def trained_tiny(tiny_dataset, tmp_path_factory) -> Path:
+def trained_tiny(tiny_dataset, tiny_pipeline_doc, tmp_path_factory) -> Path:
     """A tiny DH-Net fitted to the tiny dataset in-process (about a minute): its best checkpoint."""
     from dh_tune.pipeline import Pipeline
     from dh_tune.train.run import run_training
@@ -88,8 +112,8 @@ def trained_tiny(tiny_dataset, tmp_path_factory) -> Path:
 def exit_tables(trained_tiny, tiny_dataset, tmp_path_factory):
     """Exit tables of the trained tiny model on its val split at 96 and 128 px."""
     from dh_tune.data import load_dataset
-    from dh_tune.evaluate.cache import cached_exit_table
-    from dh_tune.train.checkpoint import file_sha256, load_model
+    from dh_tune.evaluate.exit_cache import cached_exit_table
+    from dh_tune.model.checkpoint import file_sha256, load_model
 
     model, _ = load_model(trained_tiny)
     val = load_dataset(tiny_dataset).splits["val"]

@@ -3,7 +3,6 @@ tiny trained model, and the whole `benchmarks/run_all.py` on a tiny pipeline (pa
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -12,13 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_pipeline_doc
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import bench_dynamic_vs_static  # noqa: E402
-
 PROFILES = [(0.0, 0.0), (0.5, 0.5), (0.3, 0.7), (1.0, 1.0)]
 
 
@@ -43,18 +36,19 @@ def test_label_levels_are_the_deepest_head_each_image_needs(exit_tables) -> None
     assert (perfect.exit_levels(0.5, 0.5) == levels).all()
 
 
-def test_forcing_thresholds_reach_each_exit_level(trained_tiny) -> None:
-    from dh_tune.train.checkpoint import load_model
+def test_forcing_thresholds_reach_each_exit_level(trained_tiny, bench_script) -> None:
+    from dh_tune.model.checkpoint import load_model
 
     model, _ = load_model(trained_tiny)
     x = torch.rand(3, 3, 96, 96)
-    for level, thresholds in bench_dynamic_vs_static.LEVEL_THRESHOLDS.items():
+    for level, thresholds in bench_script("bench_dynamic_vs_static").LEVEL_THRESHOLDS.items():
         out = model.forward_dynamic(x, thresholds)
         assert out.exit_level.tolist() == [level] * 3
         assert len(out.maps) == level
 
 
-def test_dynamic_vs_static_measurement(trained_tiny, tmp_path) -> None:
+def test_dynamic_vs_static_measurement(trained_tiny, bench_script, tmp_path) -> None:
+    bench_dynamic_vs_static = bench_script("bench_dynamic_vs_static")
     doc = bench_dynamic_vs_static.measure(trained_tiny, (0.5, 0.5), imgsz=96, images=8, passes=1, cache_dir=tmp_path)
     rows = doc["rows"]
     assert set(rows) == {"static", "all", "all-gated", "gates-0.5", "profile", "oracle"}
@@ -75,8 +69,9 @@ def test_dynamic_vs_static_measurement(trained_tiny, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_run_all_writes_the_page_and_resumes(tiny_dataset, tmp_path, monkeypatch) -> None:
-    import run_all
+def test_run_all_writes_the_page_and_resumes(tiny_dataset, tiny_pipeline_doc, bench_script, tmp_path,
+                                             monkeypatch) -> None:
+    run_all = bench_script("run_all")
 
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     pipeline = tmp_path / "tiny.yaml"
@@ -112,9 +107,9 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tmp_path, monkeypatch
     assert (tmp_path / "work" / "search" / "base" / "weights" / "last.pt").stat().st_mtime == mtime
 
 
-def test_gpu_benchmark_runs_its_variants_and_exits_as_asked(trained_tiny) -> None:
+def test_gpu_benchmark_runs_its_variants_and_exits_as_asked(trained_tiny, bench_script) -> None:
     """bench_gpu.py on the CPU (the same code the GPU runs): every variant timed, forced exits really taken."""
-    import bench_gpu
+    bench_gpu = bench_script("bench_gpu")
 
     doc = bench_gpu.measure(None, sizes=(64,), precisions=("fp32", "fp16"), rounds=2, nc=3, device="cpu")
     ms = doc["sizes"]["64"]["ms"]
@@ -127,8 +122,8 @@ def test_gpu_benchmark_runs_its_variants_and_exits_as_asked(trained_tiny) -> Non
     assert len(run["epochs"]) == 200 and run["gpu"] is False and 0 <= run["epochs"][-1]["ap50"] <= 1
 
 
-def test_gpu_section_shows_the_stored_figures_with_the_card() -> None:
-    import gpu_page
+def test_gpu_section_shows_the_stored_figures_with_the_card(bench_script) -> None:
+    gpu_page = bench_script("gpu_page")
 
     gpu = gpu_page.load()
     text = "\n".join(gpu_page.section(gpu))
@@ -140,9 +135,9 @@ def test_gpu_section_shows_the_stored_figures_with_the_card() -> None:
     assert gpu_page.load(ROOT / "no-such-folder") == {} and gpu_page.section({}) == []
 
 
-def test_chain_variants_compute_the_static_maps() -> None:
+def test_chain_variants_compute_the_static_maps(bench_script) -> None:
     """bench_chain.py: every way of chaining (and the one-graph If early exit) gives the static graph's maps."""
-    import bench_chain
+    bench_chain = bench_script("bench_chain")
 
     doc = bench_chain.measure(imgsz=64, rounds=2)
     assert set(doc["ms"]) == {"static", "chain", "chain-ort", "chain-bind", "if-graph", "if-graph exit 1"}

@@ -14,8 +14,6 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_pipeline_doc
-
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -66,7 +64,7 @@ def _stop_cluster(temp_dir: str, gcs_address: str) -> None:
 
 
 @pytest.mark.slow
-def test_training_joins_a_local_cluster(tiny_dataset, tmp_path) -> None:
+def test_training_joins_a_local_cluster(tiny_dataset, tiny_pipeline_doc, tmp_path) -> None:
     import ray  # noqa: F401 - puts Ray's psutil on the path
 
     port = _free_port()

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dh_tune.gating import STATIC_THRESHOLDS, gates_computed, static_exit
-from dh_tune.profiles import load_profile
 from dh_tune.search.compare import compare_budget, is_paper_point, model_summaries
+from dh_tune.threshold_profiles import load_profile
 
 
 def _pt(t1, t2, ap, ms, trial="t", imgsz=128) -> dict:
@@ -64,8 +64,8 @@ def test_paper_point_and_model_summaries() -> None:
 
 def test_a_budget_a_static_network_wins_is_exported_as_that_static_network(trained_tiny, tmp_path) -> None:
     from dh_tune.pipeline import Pipeline
-    from dh_tune.search.driver import SearchRequest
-    from dh_tune.search.report import finish
+    from dh_tune.search.records import SearchRequest
+    from dh_tune.search.summary import finish
     from test_search import _latency
 
     static = [p for p in POINTS if p["static_exit"]]

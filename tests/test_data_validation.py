@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dh_tune.data import AugmentConfig, DataError, DetectionDataset, load_dataset, read_problems, write_problems
+from dh_tune.data import DataError, DetectionDataset, load_dataset, read_problems, write_problems
+from dh_tune.pipeline import AugmentSettings
 from dh_tune.data.__main__ import main
 
 LABELS = {
@@ -87,6 +89,34 @@ def test_check_command_reports_and_strict_exits_2(tmp_path, data_bad_yolo, capsy
     assert "nothing.yaml: not found" in capsys.readouterr().err
 
 
+def test_check_writes_its_report_next_to_the_dataset_not_into_the_current_folder(tmp_path, data_bad_yolo, capsys,
+                                                                                  monkeypatch):
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert main(["check", "--data", str(data_bad_yolo)]) == 1
+    report = data_bad_yolo / "data_problems.tsv"
+    assert f"full list: {report}" in capsys.readouterr().out
+    assert read_problems(report) == load_dataset(data_bad_yolo / "data.yaml").problems
+    assert list(cwd.iterdir()) == []
+
+
+def test_check_prints_every_problem_when_the_dataset_folder_is_read_only(tmp_path, data_bad_yolo, capsys,
+                                                                         monkeypatch):
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        False if Path(path).resolve() == data_bad_yolo.resolve() and mode == os.W_OK else real_access(path, mode, **kw)))
+    assert main(["check", "--data", str(data_bad_yolo)]) == 1
+    out = capsys.readouterr().out
+    problems = load_dataset(data_bad_yolo / "data.yaml").problems
+    assert len(problems) == 14 and all(p.line() in out for p in problems)
+    assert "--report FILE" in out and "full list" not in out
+    assert list(cwd.iterdir()) == [] and not (data_bad_yolo / "data_problems.tsv").exists()
+
+
 def test_coco_problems(tmp_path, data_make_image):
     root = tmp_path / "coco"
     for i in (1, 2):
@@ -151,7 +181,7 @@ def test_image_broken_after_loading_gives_grey_image_without_targets(data_yolo_r
     record = ds.splits["train"][0]
     record.path.write_bytes(b"\xff\xd8 broken")
     for augment in (False, True):
-        data = DetectionDataset(ds.splits["train"], 64, augment=augment, hyp=AugmentConfig(scale=0, translate=0))
+        data = DetectionDataset(ds.splits["train"], 64, augment=augment, hyp=AugmentSettings(scale=0, translate=0))
         image, targets, index = data[0]
         assert index == 0 and targets.shape == (0, 5) and image.shape == (3, 64, 64)
         assert augment or (image == 114).all()

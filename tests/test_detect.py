@@ -10,9 +10,9 @@ import torch
 
 from dh_tune.data import load_dataset
 from dh_tune.detect import main as detect_main
+from dh_tune.model.checkpoint import file_sha256
 from dh_tune.predict import Predictor
-from dh_tune.profiles import ProfileError, make_profile, save_profile
-from dh_tune.train.checkpoint import file_sha256
+from dh_tune.threshold_profiles import ProfileError, make_profile, save_profile
 
 TORCH = {"name": "torch", "version": "2.13.0"}
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dh_tune.data import DetectionDataset, collate, load_dataset
-from dh_tune.evaluate.cache import cache_key, cached_exit_table
+from dh_tune.evaluate.exit_cache import cache_key, cached_exit_table
 from dh_tune.model import VAL_NMS, postprocess
-from dh_tune.train.checkpoint import file_sha256, load_model
+from dh_tune.model.checkpoint import file_sha256, load_model
 from reference import coco_reference
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from dh_tune.data import load_dataset
+from dh_tune.data.preprocess import preprocess as torch_preprocess
 from dh_tune.detect import main as detect_main
 from dh_tune.evaluate import average_precision
 from dh_tune.export.__main__ import main as export_main
@@ -24,12 +25,12 @@ from dh_tune.export.graphs import plan
 from dh_tune.gating import GRAPH_KEYS
 from dh_tune.export.verify import agreement
 from dh_tune.latency import LatencyTable, LatencyTableError
-from dh_tune.latency.measure import latency_table, preprocess as torch_preprocess
+from dh_tune.latency.measure import latency_table
 from dh_tune.model import VAL_NMS, DHNet, postprocess
+from dh_tune.model.checkpoint import file_sha256, load_model
 from dh_tune.predict import Predictor
-from dh_tune.profiles import load_profile, make_profile, save_profile
 from dh_tune.runtimes import RuntimeChoiceError, version
-from dh_tune.train.checkpoint import file_sha256, load_model
+from dh_tune.threshold_profiles import load_profile, make_profile, save_profile
 
 
 def _profile(checkpoint: Path, folder: Path, runtime: str, thresholds=(0.5, 0.5), imgsz: int = 128) -> Path:
@@ -230,7 +231,7 @@ def test_device_table_records_its_runtime(runtime, tmp_path) -> None:
 
 
 def test_device_tables_of_another_runtime_are_refused(tmp_path) -> None:
-    from dh_tune.search.deploy import tables_from_files
+    from dh_tune.latency.device_tables import tables_from_files
 
     table = latency_table(DHNet((0.33, 0.25), nc=3), 64, repeats=5, warmup=1)
     table.save(tmp_path / "torch-64.json")

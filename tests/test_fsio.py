@@ -23,6 +23,20 @@ def test_a_failed_write_leaves_the_previous_file_whole_and_no_temporary(tmp_path
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+def test_written_files_get_the_mode_a_plain_write_gives_and_keep_a_changed_one(tmp_path) -> None:
+    old = os.umask(0o027)
+    try:
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+        fresh = fsio.write_json(tmp_path / "fresh.json", {})
+        assert fresh.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o640
+        fresh.chmod(0o444)
+        fsio.write_json(fresh, {"a": 1})
+        assert fresh.stat().st_mode & 0o777 == 0o444
+    finally:
+        os.umask(old)
+
+
 def test_non_finite_numbers_are_never_written(tmp_path) -> None:
     with pytest.raises(ValueError):
         fsio.write_json(tmp_path / "x.json", {"t": float("nan")}, allow_nan=False)
@@ -81,7 +95,7 @@ def _trial(out: Path, name: str, **doc) -> Path:
     return folder / "result.json"
 
 
-def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_path, capsys) -> None:
+def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_path, caplog) -> None:
     p = {"gate_lambda": 0.3, "eps": 4.0}
     _trial(tmp_path, "a", params=p, status="finished", started=1.0)
     _trial(tmp_path, "b", params=dict(p), status="finished", started=2.0)  # the same point drawn again
@@ -89,7 +103,7 @@ def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_pa
     damaged = _trial(tmp_path, "d", params={"gate_lambda": 0.7, "eps": 3.0}, status="finished", started=4.0)
     damaged.write_text(damaged.read_text()[:20])
     assert [d["trial_id"] for d in finished_trials(tmp_path)] == ["a"]
-    assert f"{damaged}: unreadable trial result" in capsys.readouterr().out
+    assert f"[search] {damaged}: unreadable trial result" in caplog.text
     (changed,) = mark_interrupted(tmp_path)
     assert changed["trial_id"] == "c"
     assert json.loads((tmp_path / "trials" / "c" / "result.json").read_text())["status"] == "interrupted"

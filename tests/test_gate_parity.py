@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dh_tune.data.synth import generate
-from dh_tune.loss import DHLoss, LossConfig
+from dh_tune.loss import DHLoss
 from dh_tune.model import DHNet
-from dh_tune.pipeline import Pipeline
-from dh_tune.train.checkpoint import load_checkpoint
+from dh_tune.model.checkpoint import load_checkpoint
+from dh_tune.pipeline import LossSettings, Pipeline
 from dh_tune.train.gradients import gate_gradient_share
 from dh_tune.train.run import run_training
 
@@ -32,7 +32,7 @@ def test_gate_share_of_the_trunk_gradient_is_bounded_by_the_trunk_grad_setting(g
     """The bound: share(g) = g * share(end to end). With the default g = 0 the gate term sends nothing into the
     detector, whatever lambda is, so the detector's gradient is exactly a plain YOLOv5's."""
     model = DHNet(SCALE, nc=3)
-    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossConfig(gate_lambda=gate_lambda))
+    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossSettings(gate_lambda=gate_lambda))
     images, targets, labels = _batch()
     end_to_end = gate_gradient_share(model, crit, images, targets, labels, 1.0)
     assert end_to_end > 0.0
@@ -45,7 +45,7 @@ def test_detached_gates_still_learn() -> None:
     model = DHNet(SCALE, nc=3)
     images, targets, labels = _batch()
     maps, logits = model(images, gate_trunk_grad=0.0)
-    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossConfig(gate_lambda=0.2))
+    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossSettings(gate_lambda=0.2))
     loss, _ = crit(maps, logits, targets, labels)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.gates[0].parameters() if p.ndim > 1)

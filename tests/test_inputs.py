@@ -13,10 +13,10 @@ import yaml
 from dh_tune.detect import main as detect_main
 from dh_tune.export.dhnet_runtime import MANIFEST, DeploymentError, read_manifest
 from dh_tune.messages import finite_float, first_line, loads_finite, redact_uri
+from dh_tune.model.checkpoint import CheckpointError, load_checkpoint
 from dh_tune.pipeline import PipelineError, load_pipeline
-from dh_tune.profiles import ProfileError, load_profile
 from dh_tune.search.__main__ import parse_args as search_args
-from dh_tune.train.checkpoint import CheckpointError, load_checkpoint
+from dh_tune.threshold_profiles import ProfileError, load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999"]
@@ -91,12 +91,59 @@ def test_detect_refuses_bad_flags_and_an_empty_checkpoint_in_one_line(trained_ti
         load_checkpoint(truncated)
 
 
-def test_credentials_in_tracking_uris_are_never_printed(tmp_path, capsys) -> None:
+def test_credentials_in_tracking_uris_are_never_printed(tmp_path, capsys, caplog) -> None:
     from dh_tune.tracking import start_run
 
     assert redact_uri("http://user:s3cret@host:5000/x") == "http://***@host:5000/x"
     assert redact_uri("https://token@host/") == "https://***@host/"
     assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
     assert start_run("http://alice:s3cret@127.0.0.1:9/", "exp", "run") is None  # nothing listens on port 9
-    err = capsys.readouterr().err
+    err = caplog.text + capsys.readouterr().err
     assert "cannot reach MLflow at http://***@127.0.0.1:9/" in err and "s3cret" not in err and "alice" not in err
+
+
+def _raises(exc: BaseException):
+    def body() -> int:
+        raise exc
+
+    return body
+
+
+def test_commands_turn_input_errors_into_one_line_and_keep_the_traceback_of_anything_else(capsys) -> None:
+    from dh_tune.messages import InputError, run_command
+
+    class Refused(RuntimeError):
+        pass
+
+    class Failed(RuntimeError):
+        pass
+
+    assert run_command(lambda: 3) == 3
+    assert run_command(_raises(InputError("x.yaml: train.epochz: unknown key"))) == 2
+    assert capsys.readouterr().err == "error: x.yaml: train.epochz: unknown key\n"
+    assert run_command(_raises(Refused("4 CPUs needed")), refused=(Refused,)) == 2
+    assert run_command(_raises(Failed("every trial failed")), failed=(Failed,)) == 1
+    assert capsys.readouterr().err.splitlines() == ["error: 4 CPUs needed", "error: every trial failed"]
+    explain = lambda exc: "Ray lost a node" if isinstance(exc, ConnectionError) else None  # noqa: E731
+    assert run_command(_raises(ConnectionError("gone")), explain=explain) == 1
+    assert capsys.readouterr().err == "error: Ray lost a node\n"
+    for bug in (_raises(KeyError("a bug")), _raises(Refused("not refused here"))):
+        with pytest.raises((KeyError, Refused)):
+            run_command(bug, explain=explain)
+
+
+def test_library_messages_reach_stderr_while_a_command_runs(capsys) -> None:
+    import logging
+
+    from dh_tune.messages import run_command
+
+    log = logging.getLogger("dh_tune.search.driver")
+
+    def body() -> int:
+        log.info("[search] training the base model")
+        log.warning("warning: MLflow logging failed")
+        return 0
+
+    assert run_command(body) == 0
+    log.warning("after the command: not on stderr, the command's handler is gone")
+    assert capsys.readouterr().err.splitlines() == ["[search] training the base model", "warning: MLflow logging failed"]

@@ -92,7 +92,7 @@ def _stop(procs: list) -> None:
 
 def test_local_ray_listens_on_loopback_only() -> None:
     """Every TCP listener of the Ray that init_ray starts (GCS, raylet, workers, dashboard and its agent,
-    metrics export, runtime-env agent, autoscaler) is bound to loopback, none to 0.0.0.0, :: or the
+    metrics export, runtime-env agent, autoscaler) is bound to loopback, none to the IPv4 or IPv6 wildcard or the
     network address."""
     temp = tempfile.mkdtemp(prefix="dhray", dir="/tmp")  # short: Ray's socket paths have a length limit
     ready = Path(temp) / "ready.json"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from dh_tune.latency import LatencyTable, expected_latency
-from dh_tune.profiles import ProfileError, check_checkpoint, load_profile, make_profile, save_profile
 from dh_tune.search.inner import DeploymentSpace, front_of, inner_search
 from dh_tune.search.space import SearchSpaceError, load_space, loss_overrides
+from dh_tune.threshold_profiles import ProfileError, check_checkpoint, load_profile, make_profile, save_profile
 
 TORCH = {"name": "torch", "version": "2.13.0"}
 
@@ -51,7 +51,7 @@ def test_profile_refuses_another_checkpoint(tmp_path: Path) -> None:
 
 
 def test_search_space_file_is_validated(tmp_path: Path) -> None:
-    dims = load_space("search_spaces/gate_loss.yaml")
+    dims = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "gate_loss.yaml")
     assert {d.name for d in dims} == {"gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad"}
     by_name = {d.name: d for d in dims}
     # The region that keeps the detector's accuracy is inside the space: small lambda, detached gates.
@@ -96,3 +96,19 @@ def test_inner_search_front_latency_and_hypervolume(exit_tables) -> None:
     assert front_of(result.candidates, "ap50") == result.front
     with pytest.raises(ValueError, match="no latency table"):
         DeploymentSpace(exit_tables, {})
+
+
+def test_a_trial_setup_comes_back_whole_from_the_plain_form_ray_hands_to_trials() -> None:
+    import pickle
+    from dataclasses import asdict, replace
+
+    from dh_tune.search.outer import TrialSetup
+    from dh_tune.tracking import Tracking
+
+    setup = TrialSetup(pipeline={"name": "tiny"}, out_dir="out", dataset="data.yaml", base_checkpoint=None,
+                       latency_tables={96: "t96.json"}, budget_ms=5.0, cpus_per_worker=1.0,
+                       tracking=Tracking("sqlite:///m.db", "parent-run", experiment="tiny"))
+    back = TrialSetup.from_dict(asdict(setup))
+    assert back == setup and isinstance(back.tracking, Tracking)
+    assert pickle.loads(pickle.dumps(back)) == setup
+    assert TrialSetup.from_dict(asdict(replace(setup, tracking=None))).tracking is None

@@ -13,27 +13,34 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import optuna
 import pytest
+import torch
 import yaml
 
-from conftest import tiny_pipeline_doc
-from dh_tune.profiles import load_profile
 from dh_tune.runtimes import fastest_installed
 from dh_tune.search.__main__ import main as search_main
 from dh_tune.search.outer import PAPER_POINT, same_point
+from dh_tune.threshold_profiles import load_profile
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _write_pipeline(tmp_path: Path, data_yaml: str, **search) -> Path:
-    doc = tiny_pipeline_doc(data_yaml, epochs=2)
-    doc["search"].update(search)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+@pytest.fixture
+def write_pipeline(tiny_pipeline_doc, tmp_path: Path) -> Callable[..., Path]:
+    """Writes the tiny pipeline (two epochs, some search keys replaced) to tmp_path/tiny.yaml; returns its path."""
+
+    def write(data_yaml: str, **search) -> Path:
+        doc = tiny_pipeline_doc(data_yaml, epochs=2)
+        doc["search"].update(search)
+        path = tmp_path / "tiny.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+
+    return write
 
 
 def _mtimes(out: Path) -> dict[str, int]:
@@ -96,9 +103,9 @@ def _sha(path: Path) -> str:
 
 
 def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repairs_damage(
-        tiny_dataset, tmp_path, monkeypatch, capsys) -> None:
+        tiny_dataset, write_pipeline, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
-    pipeline = _write_pipeline(tmp_path, tiny_dataset)
+    pipeline = write_pipeline(tiny_dataset)
     out, uri = tmp_path / "search", f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--budget-ms", "3", "--budget-ms", "60", "--pipeline", str(pipeline), "--out", str(out),
             "--tracking-uri", uri]
@@ -169,7 +176,10 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     # Damage every kind of file the search wrote: the same command repairs each, and trains nothing.
     profile = device_dir / "budget-60ms.json"
     damaged = [out / "search.json", profile, device_dir / "index.json", load_profile(profile).checkpoint_path(),
-               out / "reference" / "base" / "result.json", *(tmp_path / "home" / "devices").glob("*.json")]
+               out / "reference" / "base" / "result.json",
+               # this machine's cached tables at this process's thread count (the next run's own)
+               *(tmp_path / "home" / "devices").glob(f"*-{torch.get_num_threads()}-threads-*.json")]
+    assert len(damaged) == 5 + 2  # a table per deployment size
     for path in damaged:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     (out / "search.json").write_bytes(b"")
@@ -203,7 +213,7 @@ def _get(url: str, data: dict | None = None) -> dict:
         return json.loads(resp.read() or b"{}")
 
 
-def test_search_logs_to_a_real_mlflow_server(trained_tiny, tiny_dataset, tmp_path, monkeypatch) -> None:
+def test_search_logs_to_a_real_mlflow_server(trained_tiny, tiny_dataset, write_pipeline, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     port = _free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
@@ -223,7 +233,7 @@ def test_search_logs_to_a_real_mlflow_server(trained_tiny, tiny_dataset, tmp_pat
                 if time.time() > deadline or server.poll() is not None:
                     pytest.fail("mlflow server did not come up")
                 time.sleep(0.5)
-        pipeline = _write_pipeline(tmp_path, tiny_dataset)
+        pipeline = write_pipeline(tiny_dataset)
         out = tmp_path / "search"
         assert search_main(["--budget-ms", "50", "--checkpoint", str(trained_tiny), "--pipeline", str(pipeline),
                             "--out", str(out), "--tracking-uri", base, "--runtime", "torch"]) == 0
@@ -238,10 +248,10 @@ def test_search_logs_to_a_real_mlflow_server(trained_tiny, tiny_dataset, tmp_pat
         server.wait(timeout=30)
 
 
-def test_unreachable_tracking_server_still_exports_profiles(trained_tiny, tiny_dataset, tmp_path, capsys,
-                                                            monkeypatch) -> None:
+def test_unreachable_tracking_server_still_exports_profiles(trained_tiny, tiny_dataset, write_pipeline, tmp_path,
+                                                            capsys, monkeypatch) -> None:
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
-    pipeline = _write_pipeline(tmp_path, tiny_dataset)
+    pipeline = write_pipeline(tiny_dataset)
     out = tmp_path / "search"
     # 0.001 ms cannot be met: its profile is exported for the record, marked so, and the exit status says it.
     assert search_main(["--budget-ms", "50", "--budget-ms", "0.001", "--checkpoint", str(trained_tiny),
@@ -257,7 +267,8 @@ def test_unreachable_tracking_server_still_exports_profiles(trained_tiny, tiny_d
 
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter gate_lambda")  # the paper's point lies outside this space
-def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tiny_dataset, tmp_path, monkeypatch) -> None:
+def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(tiny_dataset, tiny_pipeline_doc, tmp_path,
+                                                                       monkeypatch) -> None:
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     space = tmp_path / "space.yaml"  # any lambda sampled from here makes the loss overflow
     space.write_text("gate_lambda: {type: float, low: 1.0e+39, high: 1.0e+40, log: true}\n")

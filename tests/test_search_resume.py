@@ -40,12 +40,12 @@ def test_a_bad_checkpoint_is_refused_before_any_mlflow_run_starts(tmp_path, caps
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-def test_an_empty_state_file_is_named_and_started_afresh(tmp_path, capsys) -> None:
+def test_an_empty_state_file_is_named_and_started_afresh(tmp_path, caplog) -> None:
     from dh_tune.search.driver import _load_state
 
     (tmp_path / "search.json").write_text("")
     assert _load_state(tmp_path) == {}
-    assert f"{tmp_path / 'search.json'}: unreadable" in capsys.readouterr().err
+    assert f"{tmp_path / 'search.json'}: unreadable" in caplog.text
 
 
 def test_a_lost_ray_node_is_one_line_saying_how_to_resume_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch,

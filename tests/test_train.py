@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
 
 from dh_tune.data.synth import generate
+from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, load_checkpoint
 from dh_tune.pipeline import Pipeline, PipelineError, load_pipeline
-from dh_tune.train.checkpoint import load_checkpoint
 from dh_tune.train.run import run_training
 from dh_tune.train.schedule import cosine_factor
-
-TINY_SCALE = [0.33, 0.125]
-
+from train_hooks import InjectedFailure
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> str:
@@ -23,14 +25,38 @@ def tiny_data(tmp_path_factory) -> str:
     return str(root / "signs" / "data.yaml")
 
 
-def tiny_pipeline(data: str, **train) -> Pipeline:
-    return Pipeline.model_validate({
-        "name": "test-train",
-        "data": {"dataset": data, "imgsz": 128, "cache_images": True},
-        "model": {"scale": TINY_SCALE},
-        "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "threads": 1, **train},
-        "ray": {"workers": 1, "cpus_per_worker": 1},
-    })
+@pytest.fixture
+def tiny_pipeline(tiny_pipeline_doc) -> Callable[..., Pipeline]:
+    """The shared tiny pipeline at half width and one thread per worker, with augmentation (resume must replay it)."""
+
+    def build(data: str, **train) -> Pipeline:
+        settings = {"epochs": 2, "warmup_epochs": 0.5, "threads": 1, "augment": {}, **train}
+        return Pipeline.model_validate(tiny_pipeline_doc(data, width=0.125, **settings))
+
+    return build
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def epoch_hooks(monkeypatch) -> Iterator[Callable[..., None]]:
+    """Names hooks of tests/train_hooks.py for the training loops that start next (none: no hooks), Ray workers included.
+
+    Ray workers see the environment Ray started with: a running Ray is stopped, here and after the test.
+    """
+
+    def use(*names: str) -> None:
+        monkeypatch.setenv("DH_TUNE_EPOCH_HOOKS", ",".join(f"train_hooks:{name}" for name in names))
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(Path(__file__).parent),
+                                                                        os.environ.get("PYTHONPATH")))))
+        _stop_ray()
+
+    yield use
+    _stop_ray()
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -43,6 +69,16 @@ def test_cosine_schedule_runs_from_one_to_lrf() -> None:
     assert cosine_factor(3, 10, 0.1) > cosine_factor(4, 10, 0.1)
 
 
+def test_epoch_hooks_are_named_module_colon_function() -> None:
+    import train_hooks
+    from dh_tune.train.epoch_hooks import epoch_hooks
+
+    assert epoch_hooks("") == []
+    assert epoch_hooks(" train_hooks:write_rank_checksum, ") == [train_hooks.write_rank_checksum]
+    with pytest.raises(ValueError, match="not module:function"):
+        epoch_hooks("train_hooks")
+
+
 def test_pipeline_errors_name_the_bad_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochz: 3\n")
@@ -52,27 +88,32 @@ def test_pipeline_errors_name_the_bad_key(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"data.imgsz: .*multiple of 32"):
         load_pipeline(bad)
     for name in ("quickstart.yaml", "tt100k-yolov5s.yaml"):
-        assert load_pipeline(Path("pipelines") / name).name
+        assert load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / name).name
 
 
-def test_resume_continues_a_stopped_run_to_the_same_result(tiny_data: str, tmp_path: Path) -> None:
-    from dh_tune.train.loop import InjectedFailure
-
+def test_resume_continues_a_stopped_run_to_the_same_result(tiny_data: str, tiny_pipeline, epoch_hooks,
+                                                            tmp_path: Path) -> None:
     p = tiny_pipeline(tiny_data)
     straight = run_training(p, run_dir=tmp_path / "straight", use_ray=False, track=False)
+    epoch_hooks("crash_once_after_first_epoch")
     with pytest.raises(InjectedFailure):
-        run_training(p, run_dir=tmp_path / "stopped", use_ray=False, track=False, inject_failure_epoch=0)
+        run_training(p, run_dir=tmp_path / "stopped", use_ray=False, track=False)
     assert load_checkpoint(tmp_path / "stopped" / "weights" / "last.pt")["epoch"] == 0
+    epoch_hooks()
     resumed = run_training(p, resume=tmp_path / "stopped", use_ray=False, track=False)
     ckpt = load_checkpoint(resumed.last)
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
+    assert (checkpoint_imgsz(ckpt), checkpoint_eps(ckpt), checkpoint_val_split(ckpt)) == (
+        p.data.imgsz, p.train.loss.eps, p.data.val_split)
     a, b = _weights(straight.last), _weights(resumed.last)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
 @pytest.mark.slow
-def test_ray_train_two_workers_stay_in_sync_and_log_to_mlflow(tiny_data: str, tmp_path: Path) -> None:
+def test_ray_train_two_workers_stay_in_sync_and_log_to_mlflow(tiny_data: str, tiny_pipeline, epoch_hooks,
+                                                               tmp_path: Path) -> None:
+    epoch_hooks("write_rank_checksum")
     p = tiny_pipeline(tiny_data, epochs=1).with_overrides(ray={"workers": 2, "cpus_per_worker": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     outcome = run_training(p, run_dir=tmp_path / "ddp", tracking_uri=uri)
@@ -89,9 +130,11 @@ def test_ray_train_two_workers_stay_in_sync_and_log_to_mlflow(tiny_data: str, tm
 
 
 @pytest.mark.slow
-def test_injected_worker_failure_recovers_from_checkpoint(tiny_data: str, tmp_path: Path) -> None:
+def test_injected_worker_failure_recovers_from_checkpoint(tiny_data: str, tiny_pipeline, epoch_hooks,
+                                                           tmp_path: Path) -> None:
+    epoch_hooks("crash_once_after_first_epoch")
     p = tiny_pipeline(tiny_data, epochs=2).with_overrides(ray={"max_failures": 1})
-    outcome = run_training(p, run_dir=tmp_path / "crash", track=False, inject_failure_epoch=0)
+    outcome = run_training(p, run_dir=tmp_path / "crash", track=False)
     assert (tmp_path / "crash" / ".failure-injected-0").exists()
     ckpt = load_checkpoint(outcome.last)
     assert ckpt["epoch"] == 1

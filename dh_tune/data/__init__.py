@@ -17,9 +17,8 @@ from .problems import read_problems, summarize_problems, write_problems
 from .records import Dataset, DataError, ImageRecord, Problem
 
 _LAZY = {
-    "augment": ["AugmentConfig"],
-    "cache": ["default_dataset", "dh_tune_home"],
     "gate_labels": ["cascade_labels", "deepest_head", "gate_targets", "head_responsibility"],
+    "home": ["default_dataset", "dh_tune_home"],
     "loader": ["detect_format", "load_dataset"],
     "stats": ["dataset_stats", "split_stats"],
     "torch_dataset": ["DetectionDataset", "collate"],
@@ -30,9 +29,8 @@ _EAGER = ["LetterboxInfo", "boxes_from_network", "boxes_to_network", "letterbox"
 __all__ = sorted([*_EAGER, *_MODULE_OF])
 
 if TYPE_CHECKING:
-    from .augment import AugmentConfig
-    from .cache import default_dataset, dh_tune_home
     from .gate_labels import cascade_labels, deepest_head, gate_targets, head_responsibility
+    from .home import default_dataset, dh_tune_home
     from .loader import detect_format, load_dataset
     from .stats import dataset_stats, split_stats
     from .torch_dataset import DetectionDataset, collate

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
-from ..messages import finite_float
+from ..messages import finite_float, run_command
 from .images import read_image
 from .letterbox import check_imgsz
 from .loader import FORMATS, load_dataset
@@ -25,6 +26,7 @@ from .synth import generate
 
 SYNTH_DEFAULT_IMGSZ = 416
 PAPER_IMGSZ = 1024
+REPORT_NAME = "data_problems.tsv"
 
 
 def _imgsz(text: str) -> int:
@@ -71,7 +73,7 @@ def _decode_all(dataset: Dataset) -> list[Problem]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate a dataset; exit 0 when clean, 1 when problems were found (full list in --report)."""
+    """Validate a dataset; exit 0 when clean, 1 when problems were found (all in the report, or all printed)."""
     logging.getLogger("dh_tune.data.loader").setLevel(logging.ERROR)  # the summary is printed below
     dataset = _load(args)
     problems = dataset.problems + (_decode_all(dataset) if args.decode else [])
@@ -83,9 +85,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not problems:
         print("no problems found")
         return 0
-    print(summarize_problems(problems))
-    print(f"full list: {write_problems(problems, args.report)}")
+    report = _write_report(problems, args.report, dataset.root)
+    if report is None:
+        print(summarize_problems(problems, limit=len(problems)))
+        print(f"no report written ({dataset.root} is not writable): --report FILE writes the list to FILE")
+    else:
+        print(summarize_problems(problems))
+        print(f"full list: {report}")
     return 1
+
+
+def _write_report(problems: list[Problem], report: Path | None, dataset_root: Path) -> Path | None:
+    """Write the problem list to --report, else next to the dataset when that folder is writable (None: not written).
+
+    Never into the current folder unasked: a check run anywhere leaves its report with the dataset it read.
+    """
+    if report is not None:
+        return write_problems(problems, report)
+    if not (dataset_root.is_dir() and os.access(dataset_root, os.W_OK)):
+        return None
+    try:
+        return write_problems(problems, dataset_root / REPORT_NAME)
+    except OSError:
+        return None
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -120,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a dataset and list every bad file")
     _dataset_arguments(check)
-    check.add_argument("--report", type=Path, default=Path("data_problems.tsv"),
-                       help="where to write the full problem list (.json or tab-separated; default %(default)s)")
+    check.add_argument("--report", type=Path, default=None,
+                       help=f"where to write the full problem list (.json or tab-separated; default: {REPORT_NAME} "
+                            "in the dataset's folder when writable, else every problem is printed)")
     check.add_argument("--decode", action="store_true", help="also decode every image (slow, thorough)")
     check.set_defaults(run=cmd_check)
     synth = sub.add_parser("synth", help="generate the synthetic traffic-sign dataset")
@@ -146,12 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; data errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return args.run(args)
-    except (DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: args.run(args), refused=(OSError,))
 
 
 if __name__ == "__main__":

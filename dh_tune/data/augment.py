@@ -1,11 +1,9 @@
 """Training augmentation in network-input pixels: HSV jitter, flips, scale/translate, mosaic.
 
-Follows YOLOv5's hyp.scratch-low defaults. Boxes move with the pixels, so gate labels computed
+Strengths come from the pipeline's `train.augment` (AugmentSettings). Boxes move with the pixels, so gate labels computed
 from the augmented targets stay consistent with what the network sees.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -15,30 +13,6 @@ from .letterbox import PAD_VALUE
 # A transformed box survives when it keeps >= 2 px per side and >= 10 % of its area (YOLOv5).
 MIN_SIDE_PX = 2.0
 MIN_AREA_KEPT = 0.1
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Augmentation strengths (YOLOv5 names); set a field to 0 to turn that part off.
-
-    hsv_*: gains of the hue/saturation/value jitter; fliplr/flipud: flip probabilities;
-    scale: zoom range 1 +- scale; translate: shift range as a fraction of the image size.
-    """
-
-    hsv_h: float = 0.015
-    hsv_s: float = 0.7
-    hsv_v: float = 0.4
-    fliplr: float = 0.5
-    flipud: float = 0.0
-    scale: float = 0.5
-    translate: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("fliplr", "flipud"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} is a probability, got {getattr(self, name)}")
-        if not 0.0 <= self.scale < 1.0 or not 0.0 <= self.translate <= 0.5:
-            raise ValueError(f"scale must lie in [0, 1) and translate in [0, 0.5], got {self.scale}, {self.translate}")
 
 
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hgain: float, sgain: float, vgain: float) -> np.ndarray:

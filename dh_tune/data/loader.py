@@ -9,7 +9,7 @@ import logging
 import re
 from pathlib import Path
 
-from .cache import default_dataset
+from .home import default_dataset
 from .coco import read_coco
 from .problems import summarize_problems
 from .records import Dataset, DataError

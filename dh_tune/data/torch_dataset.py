@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .augment import AugmentConfig, augment_hsv, flip, mosaic_canvas, random_affine
+from ..pipeline import AugmentSettings
+from .augment import augment_hsv, flip, mosaic_canvas, random_affine
 from .images import read_image
 from .letterbox import (PAD_VALUE, LetterboxInfo, check_imgsz, letterbox_info, letterbox_scale, pad_to_square,
                         resize_to_fit)
@@ -26,17 +27,16 @@ class DetectionDataset(torch.utils.data.Dataset):
     """Records -> (image uint8 (3, imgsz, imgsz) RGB, targets float32 (n, 5), index).
 
     Square letterbox (pad 114) for training and validation; with `augment`, scale/translate,
-    HSV and flips (and 4-image mosaic when `mosaic`). `cache_images` keeps the resized images in
+    HSV and flips (and 4-image mosaic when `hyp.mosaic`). `cache_images` keeps the resized images in
     RAM (filled up front, shared with forked loader workers). Works with any sampler.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int, *, augment: bool,
-                 hyp: AugmentConfig | None = None, mosaic: bool = False, cache_images: bool = False) -> None:
+                 hyp: AugmentSettings | None = None, cache_images: bool = False) -> None:
         self.records = list(records)
         self.imgsz = check_imgsz(imgsz)
         self.augment = augment
-        self.hyp = hyp if hyp is not None else AugmentConfig()
-        self.mosaic = mosaic
+        self.hyp = hyp if hyp is not None else AugmentSettings()
         self.failed: set[Path] = set()
         self._cache: dict[int, np.ndarray] = {}
         if cache_images:
@@ -83,7 +83,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         # Drawn from torch's generator: seeded per loader worker, reproducible under torch.manual_seed.
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)))) if self.augment else None
-        if self.augment and self.mosaic:
+        if self.augment and self.hyp.mosaic:
             img, boxes, classes = self._mosaic(index, rng)
         else:
             fitted, boxes, classes = self._fitted(index)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..messages import InputError, finite_float
+from ..messages import InputError, finite_float, run_command
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,45 +30,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_command(lambda: evaluate(args))
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    """Score the checkpoint's profile at the given thresholds, print the report and draw the plots."""
     from ..data import DataError, dh_tune_home, load_dataset
     from ..latency import LatencyTable, expected_latency
+    from ..latency.device_tables import local_latency_tables
     from ..data.images import read_image
     from ..runtimes import resolve
-    from ..search.deploy import local_latency_tables
-    from ..train.checkpoint import file_sha256, load_model
-    from .cache import cached_exit_table
-    from .report import print_report, write_plots
+    from ..model.checkpoint import (checkpoint_data_format, checkpoint_eps, checkpoint_imgsz, checkpoint_val_split,
+                                    file_sha256, load_model)
+    from .console import print_report
+    from .exit_cache import cached_exit_table
+    from .figures import write_plots
 
     t1, t2 = args.thresholds
     if not (0 <= t1 <= 1 and 0 <= t2 <= 1):
-        print(f"error: --thresholds {t1} {t2}: thresholds lie in [0, 1]", file=sys.stderr)
-        return 2
-    try:
-        model, ckpt = load_model(args.checkpoint)
-        cfg = ckpt["config"]
-        imgsz = args.imgsz or int(cfg["data"]["imgsz"])
-        if imgsz % 32:
-            raise InputError(f"--imgsz {imgsz}: must be a multiple of 32")
-        ds = load_dataset(args.data or ckpt["dataset"], fmt=None if args.data else cfg["data"].get("format"))
-        split = args.split or cfg["data"]["val_split"]
-        if split not in ds.splits:
-            raise DataError(f"{ds.root}: no split '{split}' (have: {', '.join(ds.splits)})")
-        records = ds.splits[split]
-        eps = float(cfg["train"]["loss"]["eps"])
-        table = cached_exit_table(model, file_sha256(args.checkpoint), records, imgsz, eps=eps,
-                                  cache_dir=dh_tune_home() / "cache" / "exit_tables")
-        if args.device_table:
-            latency = LatencyTable.load(args.device_table)
-            if int(latency.model["imgsz"]) != imgsz:
-                print(f"warning: {args.device_table} was measured at {latency.model['imgsz']} px, evaluating at {imgsz}",
-                      file=sys.stderr)
-        else:
-            frame = next((img for img in map(read_image, (r.path for r in records[:20])) if img is not None), None)
-            latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", runtime=resolve(args.runtime),
-                                           image=frame)[imgsz]
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(f"--thresholds {t1} {t2}: thresholds lie in [0, 1]")
+    model, ckpt = load_model(args.checkpoint)
+    imgsz = args.imgsz or checkpoint_imgsz(ckpt)
+    if imgsz % 32:
+        raise InputError(f"--imgsz {imgsz}: must be a multiple of 32")
+    ds = load_dataset(args.data or ckpt["dataset"], fmt=None if args.data else checkpoint_data_format(ckpt))
+    split = args.split or checkpoint_val_split(ckpt)
+    if split not in ds.splits:
+        raise DataError(f"{ds.root}: no split '{split}' (have: {', '.join(ds.splits)})")
+    records = ds.splits[split]
+    table = cached_exit_table(model, file_sha256(args.checkpoint), records, imgsz, eps=checkpoint_eps(ckpt),
+                              cache_dir=dh_tune_home() / "cache" / "exit_tables")
+    if args.device_table:
+        latency = LatencyTable.load(args.device_table)
+        if int(latency.model["imgsz"]) != imgsz:
+            print(f"warning: {args.device_table} was measured at {latency.model['imgsz']} px, evaluating at {imgsz}",
+                  file=sys.stderr)
+    else:
+        frame = next((img for img in map(read_image, (r.path for r in records[:20])) if img is not None), None)
+        latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", runtime=resolve(args.runtime),
+                                       image=frame)[imgsz]
     metrics = table.evaluate(t1, t2, per_class=True)
     full = table.evaluate(0.0, 0.0)
     mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), latency, (t1, t2))

@@ -21,8 +21,8 @@ from .. import __version__
 from .. import fsio
 from ..messages import InputError
 from ..model import DEPLOY_NMS, DHNet, NMSConfig
-from ..profiles import Profile
 from ..runtimes import RuntimeChoiceError, version
+from ..threshold_profiles import Profile
 from . import dhnet_runtime
 from .dhnet_runtime import (KIND, MANIFEST, RUNTIMES_FOR_FORMAT, SCHEMA_VERSION, DeploymentError, file_sha256,
                             read_manifest)

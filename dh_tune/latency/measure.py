@@ -6,19 +6,18 @@ load) hits all of them alike; CUDA work is synchronised around each part.
 from __future__ import annotations
 
 import platform
-import re
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
 
 from .. import __version__
-from ..data.letterbox import letterbox
+from ..data.preprocess import preprocess
 from ..model import DEPLOY_NMS, DHNet, NMSConfig, postprocess
 from ..gating import GRAPH_KEYS
 from .table import PARTS, LatencyTable, PartTiming
+from .timing import EXIT_NMS_STEPS, time_steps, timing_image
 
 
 def cpu_model() -> str:
@@ -51,63 +50,9 @@ def device_info(device: torch.device, threads: int, runtime: str = "torch") -> d
     return info
 
 
-def slug(name: str) -> str:
-    """A folder-safe form of a device name: 'Intel(R) Xeon(R) ... (2 threads)' -> 'intel-xeon-...-2-threads'."""
-    s = re.sub(r"\((r|tm)\)", "", name.lower())
-    return re.sub(r"[^a-z0-9]+", "-", s).strip("-")[:80] or "device"
-
-
-def preprocess(img_bgr: np.ndarray, imgsz: int, device: torch.device) -> torch.Tensor:
-    """Letterbox, BGR->RGB, HWC->CHW, scale to [0, 1], add the batch dimension."""
-    boxed, _ = letterbox(img_bgr, imgsz)
-    x = torch.from_numpy(np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1))).to(device)
-    return x.float().div_(255).unsqueeze_(0)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-Step = Callable[[], None]
-
-
-EXIT_NMS_STEPS = ("nms:1", "nms:2")
-"""Names of the timed decode-and-NMS steps of an image leaving after head 1 and head 2."""
-
-
-def timing_image(imgsz: int, image: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
-    """The frame a table is timed on: `image` when given (a representative one: its size sets the resize
-    cost of pre-processing, its content the NMS load), else uniform noise of the input size."""
-    if image is not None:
-        return image
-    return np.random.default_rng(seed).integers(0, 255, (imgsz, imgsz, 3), dtype=np.uint8)
-
-
-def time_steps(steps: list[Step], *, repeats: int, warmup: int, max_seconds: float,
-               sync: Step = lambda: None, names: tuple[str, ...] = PARTS) -> dict[str, list[float]]:
-    """Milliseconds of each step (named by `names`, default one per part in PARTS order) over `repeats` runs
-    of the whole pipeline.
-
-    Fewer repeats are kept when max_seconds runs out (at least 5). `sync` waits for queued device work.
-    """
-    if len(names) != len(steps):
-        raise ValueError(f"{len(steps)} steps but {len(names)} names")
-    times: dict[str, list[float]] = {p: [] for p in names}
-    start = time.perf_counter()
-    for r in range(warmup + repeats):
-        sync()
-        stamps = [time.perf_counter_ns()]
-        for step in steps:
-            step()
-            sync()
-            stamps.append(time.perf_counter_ns())
-        if r >= warmup:
-            for part, (a, b) in zip(names, zip(stamps, stamps[1:])):
-                times[part].append((b - a) / 1e6)
-            if time.perf_counter() - start > max_seconds and r - warmup + 1 >= 5:
-                break
-    return times
 
 
 @torch.inference_mode()

@@ -17,8 +17,8 @@ from ..export.dhnet_runtime import decode, load_graph, nms, preprocess
 from ..export.graphs import cut, deployment_specs, export_whole, part_specs
 from ..gating import GRAPH_KEYS
 from ..model import DEPLOY_NMS, DHNet, NMSConfig
-from .measure import EXIT_NMS_STEPS, time_steps, timing_image
 from .table import PARTS
+from .timing import EXIT_NMS_STEPS, time_steps, timing_image
 
 
 _LOADED: dict[tuple, dict[str, Callable]] = {}

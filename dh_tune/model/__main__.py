@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..messages import InputError, run_command
 from .config import SCALES
 from .dhnet import DHNet
 from .summary import format_summary, summarize
@@ -19,16 +20,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--imgsz", type=int, default=1024, help="square input size, a multiple of 32 (default 1024)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    return run_command(lambda: summary(args))
+
+
+def summary(args: argparse.Namespace) -> int:
+    """Print the parameters and GMACs per exit of the network the arguments describe."""
     if args.imgsz <= 0 or args.imgsz % 32:
-        parser.exit(2, f"error: --imgsz {args.imgsz}: must be a positive multiple of 32\n")
+        raise InputError(f"--imgsz {args.imgsz}: must be a positive multiple of 32")
     if args.nc < 1:
-        parser.exit(2, f"error: --nc {args.nc}: must be at least 1\n")
+        raise InputError(f"--nc {args.nc}: must be at least 1")
     scale = args.scale
     if scale not in SCALES:
         try:
             depth, width = (float(v) for v in scale.split(","))
         except ValueError:
-            parser.exit(2, f"error: --scale {scale!r}: expected one of {', '.join(SCALES)} or DEPTH,WIDTH\n")
+            raise InputError(f"--scale {scale!r}: expected one of {', '.join(SCALES)} or DEPTH,WIDTH") from None
         scale = (depth, width)
     doc = summarize(DHNet(scale, nc=args.nc), args.imgsz)
     if args.json:

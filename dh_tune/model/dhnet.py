@@ -17,7 +17,7 @@ from torch import nn
 from ..gating import gate_rule
 from .blocks import C3, SPPF, Concat, Conv
 from .config import DEFAULT_ANCHORS_PX, STRIDES, Scale, resolve_scale
-from .detect import Detect
+from .head import Detect
 from .gate import Gate, scale_gradient
 
 

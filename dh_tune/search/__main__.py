@@ -10,8 +10,12 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..messages import finite_float
+
+if TYPE_CHECKING:
+    from .records import SearchOutcome
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,7 +23,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-ms", type=finite_float, action="append", required=True, dest="budgets",
                    help="latency budget per image in ms on the target device (repeat for several)")
-    p.add_argument("--pipeline", default=None, help="pipeline YAML (default: pipelines/quickstart.yaml)")
+    p.add_argument("--pipeline", default=None, help="pipeline YAML, or the name of a packaged one "
+                                                    "(default: pipelines/quickstart.yaml)")
     p.add_argument("--trials", type=int, default=None, help="training trials of the outer search (default: pipeline)")
     p.add_argument("--device-table", type=Path, action="append", default=[], dest="device_tables",
                    help="latency table measured on the target device (python -m dh_tune.profile_device); "
@@ -48,20 +53,22 @@ INFEASIBLE_STATUS = 3
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    from ..messages import InputError
+    from ..messages import InputError, run_command
     from ..pipeline import load_pipeline
     from ..ray_setup import ResourceError, ray_failure
-    from .driver import SearchRequest, run_search
-    from .report import SearchFailed
+    from ..resources import default_pipeline, find_file
+    from .driver import run_search
+    from .records import SearchRequest
+    from .summary import SearchFailed
 
-    bad = [b for b in args.budgets if not b > 0]
-    if bad:
-        print(f"error: --budget-ms {bad[0]:g}: a budget must be a positive number of milliseconds", file=sys.stderr)
-        return 2
     out = args.out
-    try:
-        default = Path("pipelines/quickstart.yaml")
-        pipeline = load_pipeline(args.pipeline or (default if default.is_file() else None))
+
+    def search() -> int:
+        nonlocal out
+        bad = [b for b in args.budgets if not b > 0]
+        if bad:
+            raise InputError(f"--budget-ms {bad[0]:g}: a budget must be a positive number of milliseconds")
+        pipeline = load_pipeline(find_file(args.pipeline, "pipelines") if args.pipeline else default_pipeline())
         if args.metric:
             pipeline = pipeline.with_overrides(search={"metric": args.metric})
         out = (args.out or Path("runs/search") / pipeline.name).resolve()
@@ -70,18 +77,15 @@ def main(argv: list[str] | None = None) -> int:
                             ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow,
                             remeasure=args.remeasure, runtime=args.runtime)
         outcome = run_search(req)
-    except (InputError, ResourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SearchFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:
-        message = ray_failure(exc, f"the finished work is kept under {out}: re-run the same command to resume")
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        print(outcome.summary)
+        return report_budgets(outcome)
+
+    return run_command(search, refused=(ResourceError,), failed=(SearchFailed,), explain=lambda exc: ray_failure(
+        exc, f"the finished work is kept under {out}: re-run the same command to resume"))
+
+
+def report_budgets(outcome: SearchOutcome) -> int:
+    """Exit status of a finished search: 0, or INFEASIBLE_STATUS with one line naming the budgets not met."""
     missed = [r.budget_ms for r in outcome.budgets if not r.feasible]
     if missed:
         print(f"error: no profile meets --budget-ms {', '.join(f'{b:g}' for b in missed)}: their profiles are "

@@ -6,69 +6,38 @@ same command with the same OUT resumes: finished work is read back, not redone.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import fsio
-from ..data.cache import dh_tune_home
+from ..data.home import dh_tune_home
 from ..messages import InputError, first_line, loads_finite
 from ..latency import LatencyTable
+from ..latency.device_tables import local_latency_tables, tables_from_files
 from ..model import DHNet
+from ..model.checkpoint import checkpoint_eps, checkpoint_loss, load_checkpoint, load_model
 from ..pipeline import Pipeline
 from ..runtimes import resolve as resolve_runtime, version as runtime_version
-from ..tracking import resolve_tracking_uri, start_run, SafeLogger
-from ..train.checkpoint import load_checkpoint, load_model
+from ..tracking import SafeLogger, Tracking, resolve_tracking_uri, start_run
 from ..train.data_setup import resolve_dataset
-from .deploy import local_latency_tables, tables_from_files
 from .lock import search_lock
 from .outer import TrialSetup, finished_trials, mark_interrupted, run_outer
+from .records import SearchOutcome, SearchRequest
 from .space import load_space
 
 STATE_FILE = "search.json"
 
-
-@dataclass
-class SearchRequest:
-    """What the user asked for (the command line, parsed)."""
-
-    pipeline: Pipeline
-    budgets: list[float]
-    out: Path
-    trials: int | None = None
-    device_tables: list[Path] = field(default_factory=list)
-    checkpoint: Path | None = None
-    ray_address: str | None = None
-    tracking_uri: str | None = None
-    track: bool = True
-    remeasure: bool = False
-    runtime: str | None = None
-    """Runtime the device is timed in (None: the fastest installed, or the --device-table files' own)."""
-
-
-@dataclass
-class BudgetResult:
-    budget_ms: float
-    feasible: bool
-    reason: str
-    candidate: dict | None
-    trial: dict | None
-    profile_path: Path | None = None
-
-
-@dataclass
-class SearchOutcome:
-    out: Path
-    front: list[dict]
-    budgets: list[BudgetResult]
-    trials: list[dict]
-    parent_run_id: str | None
-    index_path: Path | None
+log = logging.getLogger(__name__)  # `logger` names the search's MLflow run below
 
 
 def _log(msg: str) -> None:
-    print(f"[search] {msg}", file=sys.stderr, flush=True)
+    log.info("[search] %s", msg)
+
+
+def _warn(msg: str) -> None:
+    log.warning("[search] %s", msg)
 
 
 def _load_state(out: Path) -> dict:
@@ -79,7 +48,7 @@ def _load_state(out: Path) -> dict:
     try:
         state = loads_finite(fsio.read_text(f, "search state"))
     except ValueError as exc:
-        _log(f"{f}: unreadable ({first_line(exc)}); starting a new state file (finished work is kept)")
+        _warn(f"{f}: unreadable ({first_line(exc)}); starting a new state file (finished work is kept)")
         return {}
     return state if isinstance(state, dict) else {}
 
@@ -114,7 +83,7 @@ def _timing_frame(dataset: str, split: str):
     return next((img for img in map(read_image, (r.path for r in ds.splits[split][:20])) if img is not None), None)
 
 
-def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str, tracking: dict | None) -> Path:
+def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str, tracking: Tracking | None) -> Path:
     """Train (or finish training) one model the search shares: the base, or the static reference."""
     from ..train.run import run_training
 
@@ -131,10 +100,8 @@ def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str,
     else:
         _log(f"training the {name} model ({epochs} epochs) into {run_dir}")
         resume = None
-    t = tracking or {}
-    outcome = run_training(pipeline, run_dir=run_dir, resume=resume, dataset=dataset, tracking_uri=t.get("uri"),
-                           ray_address=req.ray_address, parent_run_id=t.get("parent_run_id"),
-                           experiment=t.get("experiment"), track=bool(tracking),
+    outcome = run_training(pipeline, run_dir=run_dir, resume=resume, dataset=dataset, parent=tracking,
+                           ray_address=req.ray_address, track=tracking is not None,
                            extra_tags={"search_role": name}, run_name=name)
     return outcome.best
 
@@ -149,7 +116,7 @@ def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, la
     """Result document of a model the search did not sample (base, static reference, --checkpoint), kept under
     OUT/reference/<role> and read back on a re-run while its checkpoint, device tables and search settings
     are unchanged."""
-    from ..train.checkpoint import file_sha256
+    from ..model.checkpoint import file_sha256
     from .outer import evaluate_trained, loss_params, result_fields, write_result
 
     folder = req.out / "reference" / role
@@ -167,10 +134,10 @@ def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, la
         except json.JSONDecodeError:
             pass
     ckpt = load_checkpoint(checkpoint)
-    loss = ckpt["config"]["train"]["loss"]
+    loss = checkpoint_loss(ckpt)
     what = "static networks" if static_only else "thresholds"
     _log(f"scoring the {what} of the {role} model at sizes {sorted(latency)}")
-    result = evaluate_trained(checkpoint, p, dataset, latency, folder / "cache", float(loss["eps"]),
+    result = evaluate_trained(checkpoint, p, dataset, latency, folder / "cache", checkpoint_eps(ckpt),
                               static_only=static_only)
     doc = {"trial_id": role, "role": role, "status": "finished", "checkpoint": str(checkpoint), "key": key,
            "checkpoint_sha256": sha, "params": loss_params(loss), "loss": loss_params(loss),
@@ -181,7 +148,7 @@ def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, la
 
 
 def _reference_docs(req: SearchRequest, dataset: str, latency: dict[int, LatencyTable], base: Path | None,
-                    tracking: dict | None) -> list[dict]:
+                    tracking: Tracking | None) -> list[dict]:
     """The base model's profiles and the static YOLOv5 the dynamic profiles are compared with.
 
     The static YOLOv5 is the base itself when the gate loss cannot have changed its detector; otherwise
@@ -252,12 +219,12 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
             logger = start_run(uri, p.name, f"search-{out.name}", tags={"search_role": "parent", "out": str(out.resolve())})
             if logger is not None:
                 state["parent_run_id"] = logger.run_id
-    tracking = {"uri": uri, "parent_run_id": logger.run_id, "experiment": p.name} if logger else None
+    tracking = Tracking(uri, logger.run_id, experiment=p.name) if logger else None
     state.update(pipeline=p.model_dump(mode="json"), budgets=req.budgets)
     _save_state(out, state)
     try:
         docs = _models(req, inputs, tracking)
-        from .report import finish
+        from .summary import finish
 
         return finish(req, docs, inputs.latency, logger, started)
     except BaseException as exc:
@@ -266,7 +233,7 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
         raise
 
 
-def _models(req: SearchRequest, inputs: _Inputs, tracking: dict | None) -> list[dict]:
+def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None) -> list[dict]:
     """Result documents of every model the search scores: the references and the distinct trials."""
     from ..ray_setup import init_ray
 
@@ -294,7 +261,7 @@ def _models(req: SearchRequest, inputs: _Inputs, tracking: dict | None) -> list[
                   callbacks=[make_callback(out, req.budgets, p.search.metric, total, done)])
     docs = finished_trials(out)
     if len(docs) < total:
-        _log(f"warning: the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
+        _warn(f"warning: the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
     return references + docs
 
 
@@ -334,7 +301,7 @@ def close_stale_runs(uri: str, parent_run_id: str) -> int:
         for run in runs:
             c.set_terminated(run.info.run_id, "FAILED")
     except Exception as exc:  # noqa: BLE001 - tracking never stops the search
-        _log(f"warning: could not close interrupted MLflow runs ({first_line(exc)[:200]})")
+        _warn(f"warning: could not close interrupted MLflow runs ({first_line(exc)[:200]})")
         return 0
     if runs:
         _log(f"{len(runs)} MLflow run(s) of an earlier, stopped search marked FAILED")

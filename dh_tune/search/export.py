@@ -6,10 +6,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import fsio
+from ..fsio import slug
 from ..latency import LatencyTable
-from ..latency.measure import slug
-from ..profiles import make_profile, save_profile
-from ..train.checkpoint import file_sha256, load_checkpoint
+from ..model.checkpoint import file_sha256, load_checkpoint
+from ..threshold_profiles import make_profile, save_profile
 
 
 @dataclass

@@ -10,6 +10,7 @@ repeating the points it already drew.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import traceback
@@ -24,9 +25,12 @@ from ..data import load_dataset
 from ..latency import LatencyTable
 from ..messages import first_line
 from ..pipeline import Pipeline
+from ..tracking import Tracking
 from .inner import front_of, inner_search
 from .pareto import select_for_budget
 from .space import Dimension, loss_overrides
+
+logger = logging.getLogger(__name__)
 
 # The paper's setting (section 3.3): trained end to end, the gate gradient flowing into the trunk.
 PAPER_POINT = {"gate_lambda": 0.2, "lambda_pos_1": 0.28, "lambda_pos_2": 2.0, "eps": 4.0, "gate_trunk_grad": 1.0}
@@ -44,8 +48,14 @@ class TrialSetup:
     base_checkpoint: str | None
     latency_tables: dict[int, str]
     budget_ms: float
-    tracking: dict[str, str] | None
+    tracking: Tracking | None  # the search's MLflow run, parent of the trials' runs
     cpus_per_worker: float
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "TrialSetup":
+        """A setup back from `dataclasses.asdict` (the plain form Ray hands to each trial)."""
+        tracking = doc.get("tracking")
+        return cls(**{**doc, "tracking": Tracking(**tracking) if tracking else None})
 
 
 def trial_params(config: dict[str, Any], dims: list[Dimension]) -> dict[str, float]:
@@ -111,10 +121,9 @@ def same_point(a: dict[str, float], b: dict[str, float]) -> bool:
 
 def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) -> dict[str, Any]:
     """Train with the sampled gate-loss hyperparameters, then search its thresholds."""
-    from ..train.run import run_training
-    from ..tracking import SafeLogger
-
     import ray.tune
+
+    from ..train.run import run_training
 
     trial_id = ray.tune.get_context().get_trial_id()
     trial_dir = Path(setup.out_dir) / "trials" / trial_id
@@ -137,11 +146,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
                               lr0=base.train.lr0 * base.train.lrf, lrf=1.0)
         pipeline = base.with_overrides(train=train_over, ray={"cpus_per_worker": setup.cpus_per_worker})
         doc["loss"] = loss_params(pipeline.train.loss.model_dump())
-        tracking = setup.tracking or {}
         outcome = run_training(
-            pipeline, run_dir=trial_dir / "train", dataset=setup.dataset, tracking_uri=tracking.get("uri"),
-            parent_run_id=tracking.get("parent_run_id"), experiment=tracking.get("experiment"),
-            init_checkpoint=setup.base_checkpoint, track=bool(setup.tracking),
+            pipeline, run_dir=trial_dir / "train", dataset=setup.dataset, parent=setup.tracking,
+            init_checkpoint=setup.base_checkpoint, track=setup.tracking is not None,
             extra_tags={"trial_id": trial_id, "search_role": "trial"}, run_name=f"trial-{trial_id}")
         latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
         result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
@@ -150,8 +157,8 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension]) 
                    mlflow_run_id=outcome.mlflow_run_id, cache_dir=str(trial_dir / "cache"),
                    **result_fields(result, pipeline.search.metric, setup.budget_ms))
         point = doc["point"]
-        if outcome.mlflow_run_id and setup.tracking:
-            log = SafeLogger(setup.tracking["uri"], outcome.mlflow_run_id)
+        if outcome.mlflow_run_id and setup.tracking is not None:
+            log = Tracking(setup.tracking.uri, outcome.mlflow_run_id).logger()
             log.metrics({"front_hv_ratio": result.hv_ratio, "point_ap": point["ap"],
                          "point_latency_ms": point["latency_ms"]}, step=0)
             fsio.write_json(trial_dir / "front.json", doc["front"])
@@ -173,7 +180,7 @@ def _trainable(config: dict[str, Any], setup: dict[str, Any], dims: list[dict]) 
     import ray.tune
 
     dims_ = [Dimension(**d) for d in dims]
-    doc = run_trial(config, TrialSetup(**setup), dims_)
+    doc = run_trial(config, TrialSetup.from_dict(setup), dims_)
     ray.tune.report({"ap": doc["point"]["ap"], "latency_ms": doc["point"]["latency_ms"],
                      "feasible": doc["point"]["feasible"], "hv_ratio": doc["point"]["hv_ratio"]})
 
@@ -185,8 +192,7 @@ def _result_docs(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
         try:
             doc = json.loads(fsio.read_text(f, "trial result"))
         except (ValueError, OSError) as exc:
-            print(f"[search] {f}: unreadable trial result ({first_line(exc)}); the trial is run again",
-                  flush=True)
+            logger.warning("[search] %s: unreadable trial result (%s); the trial is run again", f, first_line(exc))
             continue
         if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
             docs.append((f, doc))

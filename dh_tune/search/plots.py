@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from .. import fsio  # noqa: E402
+from .. import fsio
 
 
 def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict | None], metric: str,
                path: str | Path, title: str) -> Path:
     """Gated profiles (grey dots), static networks (squares), the global front (line), each budget
     (dashed) and its choice (star)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     gated = [p for p in points if p.get("static_exit") is None]
     static = [p for p in points if p.get("static_exit") is not None]
     ax.scatter([p["latency_ms"] for p in gated], [p[metric] for p in gated], s=6, c="0.75",
@@ -28,7 +28,7 @@ def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict |
                        facecolors="none", edgecolors="tab:orange", label=f"static YOLOv5, {name} (no gate)")
     fx = [p["latency_ms"] for p in front]
     ax.plot(fx, [p[metric] for p in front], "-o", ms=3, c="tab:blue", label="Pareto front")
-    colors = plt.cm.tab10(np.linspace(0.2, 0.9, max(len(chosen), 1)))
+    colors = colormaps["tab10"](np.linspace(0.2, 0.9, max(len(chosen), 1)))
     for (budget, pick), color in zip(sorted(chosen.items()), colors):
         ax.axvline(budget, ls="--", c=color, lw=1)
         if pick is not None:
@@ -41,14 +41,14 @@ def plot_front(points: list[dict], front: list[dict], chosen: dict[float, dict |
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fsio.save_figure(fig, path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_threshold_sweep(t: np.ndarray, ap: np.ndarray, latency: np.ndarray, share1: np.ndarray, gate: int,
                          fixed: float, path: str | Path, title: str) -> Path:
     """Paper Fig. 7: AP and latency as one gate's threshold moves (the other fixed)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(t, ap, "-o", ms=3, c="tab:blue", label="AP")
     ax.set_xlabel(f"threshold of gate {gate} (gate {3 - gate} fixed at {fixed:.2f})")
     ax.set_ylabel("AP", color="tab:blue")
@@ -61,5 +61,4 @@ def plot_threshold_sweep(t: np.ndarray, ap: np.ndarray, latency: np.ndarray, sha
     fig.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fsio.save_figure(fig, path, dpi=110)
-    plt.close(fig)
     return Path(path)

@@ -1,6 +1,4 @@
-"""Training: the plain PyTorch loop, its checkpoints, and Ray Train around it."""
-from .checkpoint import CheckpointError, build_model, load_checkpoint, load_model, save_checkpoint
+"""Training: the plain PyTorch loop and Ray Train around it (checkpoints are dh_tune.model.checkpoint)."""
 from .loop import RunContext, train_loop
 
-__all__ = ["CheckpointError", "RunContext", "build_model", "load_checkpoint", "load_model", "save_checkpoint",
-           "train_loop"]
+__all__ = ["RunContext", "train_loop"]

@@ -6,11 +6,13 @@ import sys
 from pathlib import Path
 
 from ..pipeline import Pipeline, load_pipeline
+from ..resources import default_pipeline, find_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dh_tune.train", description=__doc__.split(":", 1)[1].strip())
-    p.add_argument("--pipeline", default=None, help="pipeline YAML (default: pipelines/quickstart.yaml if present)")
+    p.add_argument("--pipeline", default=None, help="pipeline YAML, or the name of a packaged one "
+                                                    "(default: pipelines/quickstart.yaml)")
     p.add_argument("--data", default=None, help="dataset (YOLO data YAML, COCO JSON, TT100K root); overrides the pipeline")
     p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default: the pipeline's ray.workers)")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker")
@@ -24,8 +26,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def default_pipeline_path() -> Path | None:
-    path = Path("pipelines/quickstart.yaml")
-    return path if path.is_file() else None
+    """./pipelines/quickstart.yaml when present, else the packaged quickstart pipeline."""
+    return default_pipeline()
 
 
 def build_pipeline(args: argparse.Namespace) -> Pipeline:
@@ -35,7 +37,7 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
 
         pipeline = Pipeline.model_validate(read_run(args.resume)["pipeline"])
     else:
-        pipeline = load_pipeline(args.pipeline or default_pipeline_path())
+        pipeline = load_pipeline(find_file(args.pipeline, "pipelines") if args.pipeline else default_pipeline_path())
     overrides: dict[str, dict] = {}
     if args.epochs is not None:
         overrides.setdefault("train", {})["epochs"] = args.epochs
@@ -48,23 +50,20 @@ def build_pipeline(args: argparse.Namespace) -> Pipeline:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from ..messages import InputError
+    from ..messages import run_command
     from ..ray_setup import ResourceError, ray_failure
+
+    return run_command(lambda: train(args), refused=(ResourceError,),
+                       explain=lambda exc: ray_failure(exc, "continue from the last finished epoch with --resume RUN_DIR"))
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train as the arguments say and print the result and where the checkpoints are."""
     from .run import run_training
 
-    try:
-        pipeline = build_pipeline(args)
-        outcome = run_training(pipeline, run_dir=args.out, resume=args.resume, dataset=args.data,
-                               tracking_uri=args.tracking_uri, ray_address=args.ray_address, use_ray=not args.no_ray)
-    except (InputError, ResourceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        message = ray_failure(exc, "continue from the last finished epoch with --resume RUN_DIR")
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+    pipeline = build_pipeline(args)
+    outcome = run_training(pipeline, run_dir=args.out, resume=args.resume, dataset=args.data,
+                           tracking_uri=args.tracking_uri, ray_address=args.ray_address, use_ray=not args.no_ray)
     m = outcome.metrics
     print(f"done: AP50 {m.get('ap50', float('nan')):.3f}  AP50:95 {m.get('ap50_95', float('nan')):.3f}  "
           f"gate acc {m.get('gate1_acc', float('nan')):.3f}/{m.get('gate2_acc', float('nan')):.3f}\n"

@@ -5,7 +5,7 @@ gets a local context. Every epoch ends with validation of the EMA model and a ch
 """
 from __future__ import annotations
 
-import hashlib
+import logging
 import random
 import sys
 import time
@@ -21,25 +21,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from .. import fsio
 from ..data import DetectionDataset, collate
-from ..data.augment import AugmentConfig
 from ..data.gate_labels import gate_targets
-from ..loss import DHLoss, LossConfig
+from ..loss import DHLoss
 from ..model import DHNet
+from ..model.checkpoint import model_args, save_checkpoint
 from ..pipeline import Pipeline
-from .checkpoint import model_args, save_checkpoint
 from .data_setup import load_splits
+from .epoch_hooks import EpochEnd, epoch_hooks
 from .ema import ModelEMA
 from .gradients import clip_gradients
 from .schedule import apply_schedule, make_optimizer
 from .validate import fitness, precise_bn, validate
 
+logger = logging.getLogger(__name__)
+
 Reporter = Callable[[dict[str, float], "Path | None"], None]
-
-
-class InjectedFailure(RuntimeError):
-    """Raised on purpose to test recovery from a crashed worker."""
 
 
 @dataclass
@@ -54,7 +51,6 @@ class RunContext:
     resume_state: dict[str, Any] | None = None
     init_state: dict[str, Any] | None = None  # a dh-tune checkpoint to start from (warm start)
     log_metrics: Callable[[dict[str, float], int], None] | None = None
-    inject_failure_epoch: int | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -90,16 +86,19 @@ def epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
 
 
 def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = None) -> dict[str, float]:
-    """Train a DH-Net as the pipeline says; returns the last epoch's metrics."""
+    """Train a DH-Net as the pipeline says; returns the last epoch's metrics.
+
+    After every epoch (and its report) the hooks named by $DH_TUNE_EPOCH_HOOKS run (epoch_hooks).
+    """
     tc, dc = pipeline.train, pipeline.data
+    hooks = epoch_hooks()
     seed_everything(tc.seed + ctx.rank)
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device, main = ctx.device, ctx.rank == 0
 
     splits = load_splits(pipeline, dataset_spec)
-    aug = AugmentConfig(**tc.augment.model_dump(exclude={"mosaic"}))
-    train_ds = DetectionDataset(splits.train, dc.imgsz, augment=True, hyp=aug, mosaic=tc.augment.mosaic,
+    train_ds = DetectionDataset(splits.train, dc.imgsz, augment=True, hyp=tc.augment,
                                 cache_images=dc.cache_images)
     val_ds = DetectionDataset(splits.val, dc.imgsz, augment=False, cache_images=dc.cache_images)
     per_rank = max(tc.batch_size // ctx.world_size, 1)
@@ -113,7 +112,7 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
     elif pipeline.model.init_from and ctx.resume_state is None:
         report = model.load_yolov5(pipeline.model.init_from)
         if main:
-            print(f"init from {pipeline.model.init_from}: {report.summary()}", flush=True)
+            logger.info("init from %s: %s", pipeline.model.init_from, report.summary())
     optimizer = make_optimizer(model, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay)
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -126,9 +125,7 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if ctx.world_size > 1 and dist.is_initialized() else model
     ls = tc.loss
-    criterion = DHLoss(model.nc, model.anchors_px.detach().cpu(), model.strides, dc.imgsz,
-                       LossConfig(box=ls.box, cls=ls.cls, obj=ls.obj, anchor_t=ls.anchor_t,
-                                  gate_lambda=ls.gate_lambda, lambda_pos=tuple(ls.lambda_pos)))
+    criterion = DHLoss(model.nc, model.anchors_px.detach().cpu(), model.strides, dc.imgsz, ls)
     anchors_cpu = model.anchors_px.detach().cpu()
     metrics: dict[str, float] = history[-1] if history else {}
     nb = len(train_loader)
@@ -192,33 +189,11 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
             save_checkpoint(ckpt_dir / "last.pt", state)
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", state)
-            print(epoch_line(epoch, tc.epochs, metrics), flush=True)
+            logger.info("%s", epoch_line(epoch, tc.epochs, metrics))
             if ctx.log_metrics is not None:
                 ctx.log_metrics(metrics, epoch + 1)
-        write_rank_checksum(ctx.run_dir, ctx.rank, epoch, model)
         if ctx.report is not None:
             ctx.report(metrics, ckpt_dir)
-        _maybe_fail(ctx, epoch)
+        for hook in hooks:
+            hook(EpochEnd(ctx.run_dir, ctx.rank, ctx.world_size, epoch, model))
     return metrics
-
-
-def write_rank_checksum(run_dir: Path, rank: int, epoch: int, model: torch.nn.Module) -> None:
-    """ranks/rank-<r>.json: a hash of this rank's weights, so DDP ranks can be checked to agree.
-
-    Parameters only: BatchNorm statistics are rank-local until DDP broadcasts them at the next forward.
-    """
-    h = hashlib.sha256()
-    for k, v in model.named_parameters():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    fsio.write_json(run_dir / "ranks" / f"rank-{rank}.json", {"rank": rank, "epoch": epoch + 1, "sha256": h.hexdigest()})
-
-
-def _maybe_fail(ctx: RunContext, epoch: int) -> None:
-    """Fault injection for recovery tests: rank 0 crashes once, after epoch `inject_failure_epoch`."""
-    if ctx.inject_failure_epoch is None or epoch != ctx.inject_failure_epoch or ctx.rank != 0:
-        return
-    marker = ctx.run_dir / f".failure-injected-{epoch}"
-    if not marker.exists():
-        marker.touch()
-        raise InjectedFailure(f"injected worker failure after epoch {epoch + 1}")

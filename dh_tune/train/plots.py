@@ -3,18 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from .. import fsio  # noqa: E402
+from .. import fsio
 
 
 def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
     """Four panels: losses, AP50 and AP50:95, gate accuracy/recall, learning rate."""
     path = Path(path)
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    fig = Figure(figsize=(16, 3.6))
+    axes = fig.subplots(1, 4)
     panels = [
         ("loss", ("box", "obj", "cls", "gate")),
         ("AP (all heads)", ("ap50", "ap50_95")),
@@ -30,5 +29,4 @@ def plot_history(history: list[dict[str, float]], path: str | Path) -> Path:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fsio.save_figure(fig, path, dpi=100)
-    plt.close(fig)
     return path

@@ -12,18 +12,15 @@ from typing import Any
 
 import torch
 
+from ..model.checkpoint import load_checkpoint
 from ..pipeline import Pipeline
-from .checkpoint import load_checkpoint
+from ..tracking import Tracking
 from .loop import RunContext, train_loop
 
 
-def _epoch_logger(config: dict[str, Any]):
-    tracking = config.get("tracking")
-    if not tracking:
-        return None
-    from ..tracking import SafeLogger
-
-    return SafeLogger(tracking["uri"], tracking["run_id"]).metrics
+def _epoch_logger(tracking: Tracking | None):
+    """Where rank 0 logs each epoch's metrics: the run's SafeLogger, or nowhere without tracking."""
+    return tracking.logger().metrics if tracking is not None else None
 
 
 def ray_worker_loop(config: dict[str, Any]) -> None:
@@ -31,9 +28,9 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from ..ray_setup import quiet_worker_logs
+    from ..ray_setup import setup_worker_logs
 
-    quiet_worker_logs()
+    setup_worker_logs()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     pipeline = Pipeline.model_validate(config["pipeline"])
@@ -59,15 +56,13 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
     init_state = load_checkpoint(config["init_checkpoint"]) if config.get("init_checkpoint") else None
     run_ctx = RunContext(run_dir=Path(config["run_dir"]), rank=rank, world_size=world, device=device,
                          report=report, resume_state=resume_state, init_state=init_state,
-                         log_metrics=_epoch_logger(config) if rank == 0 else None,
-                         inject_failure_epoch=config.get("inject_failure_epoch"))
+                         log_metrics=_epoch_logger(config["tracking"]) if rank == 0 else None)
     train_loop(pipeline, run_ctx, config.get("dataset"))
 
 
 def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
                  init_checkpoint: str | None = None,
-                 tracking: dict[str, str] | None = None, inject_failure_epoch: int | None = None,
-                 callbacks: list | None = None, name: str = "train"):
+                 tracking: Tracking | None = None, callbacks: list | None = None, name: str = "train"):
     """Run the training on Ray Train workers; returns Ray's Result (raises on final failure)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -77,7 +72,7 @@ def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resu
     if rc.gpu:
         resources["GPU"] = 1
     config = {"pipeline": pipeline.model_dump(mode="json"), "run_dir": str(run_dir), "dataset": dataset,
-              "resume_from": resume_from, "init_checkpoint": init_checkpoint, "tracking": tracking, "inject_failure_epoch": inject_failure_epoch}
+              "resume_from": resume_from, "init_checkpoint": init_checkpoint, "tracking": tracking}
     trainer = TorchTrainer(
         ray_worker_loop,
         train_loop_config=config,
@@ -91,12 +86,11 @@ def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resu
 
 
 def fit_local(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
-              init_checkpoint: str | None = None, tracking: dict[str, str] | None = None,
-              inject_failure_epoch: int | None = None) -> dict[str, float]:
+              init_checkpoint: str | None = None, tracking: Tracking | None = None) -> dict[str, float]:
     """The same loop in this process, without Ray (one worker)."""
     device = torch.device("cuda" if pipeline.ray.gpu and torch.cuda.is_available() else "cpu")
     ctx = RunContext(run_dir=run_dir, device=device,
                      resume_state=load_checkpoint(resume_from) if resume_from else None,
                      init_state=load_checkpoint(init_checkpoint) if init_checkpoint else None,
-                     log_metrics=_epoch_logger({"tracking": tracking}), inject_failure_epoch=inject_failure_epoch)
+                     log_metrics=_epoch_logger(tracking))
     return train_loop(pipeline, ctx, dataset)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from .. import fsio
 from ..messages import InputError, loads_finite, redact_uri
+from ..model.checkpoint import load_checkpoint
 from ..pipeline import Pipeline
-from ..tracking import flatten, resolve_tracking_uri, start_run
-from .checkpoint import load_checkpoint
+from ..tracking import SafeLogger, Tracking, flatten, resolve_tracking_uri, start_run
 from .data_setup import resolve_dataset
 from .plots import plot_history
 
@@ -53,11 +53,13 @@ def read_run(run_dir: Path) -> dict:
 
 def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Path | None = None,
                  dataset: str | None = None, tracking_uri: str | None = None, ray_address: str | None = None,
-                 use_ray: bool = True, parent_run_id: str | None = None, experiment: str | None = None,
-                 inject_failure_epoch: int | None = None, tune_callbacks: list | None = None,
+                 use_ray: bool = True, parent: Tracking | None = None, tune_callbacks: list | None = None,
                  track: bool = True, init_checkpoint: str | None = None,
                  extra_tags: dict[str, str] | None = None, run_name: str | None = None) -> TrainOutcome:
-    """Train as the pipeline says and return where the checkpoints are; resume continues a run folder."""
+    """Train as the pipeline says and return where the checkpoints are; resume continues a run folder.
+
+    With `parent`, the MLflow run is started in its store, nested under its run and in its experiment.
+    """
     resume_from, mlflow_run_id = None, None
     if resume is not None:
         run_dir = Path(resume).resolve()
@@ -73,13 +75,13 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
 
     logger, uri = None, None
     if track:
-        uri = resolve_tracking_uri(tracking_uri)
+        uri = parent.uri if parent is not None else resolve_tracking_uri(tracking_uri)
         if mlflow_run_id:
-            from ..tracking import SafeLogger
-
             logger = SafeLogger(uri, mlflow_run_id)
         else:
-            logger = start_run(uri, experiment or pipeline.name, run_name or run_dir.name, parent_run_id=parent_run_id, tags={
+            experiment = parent.experiment if parent is not None else None
+            logger = start_run(uri, experiment or pipeline.name, run_name or run_dir.name,
+                               parent_run_id=parent.run_id if parent is not None else None, tags={
                 "dataset": dataset, "scale": str(pipeline.model.scale), "imgsz": str(pipeline.data.imgsz),
                 "workers": str(pipeline.ray.workers), "device": "gpu" if pipeline.ray.gpu else "cpu",
                 "run_dir": str(run_dir.resolve()), **(extra_tags or {})})
@@ -89,7 +91,7 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
     fsio.write_json(run_dir / RUN_FILE, {
         "pipeline": pipeline.model_dump(mode="json"), "dataset": dataset, "mlflow_run_id": mlflow_run_id,
         "tracking_uri": redact_uri(uri) if uri else uri}, indent=2)
-    tracking = {"uri": uri, "run_id": mlflow_run_id} if logger is not None else None
+    tracking = Tracking(uri, logger.run_id) if logger is not None else None
 
     try:
         if use_ray:
@@ -99,13 +101,12 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
             init_ray(ray_address)
             check_resources(pipeline.ray.workers, pipeline.ray.cpus_per_worker, pipeline.ray.gpu)
             fit_with_ray(pipeline, run_dir, dataset=dataset, resume_from=resume_from,
-                         init_checkpoint=init_checkpoint, tracking=tracking,
-                         inject_failure_epoch=inject_failure_epoch, callbacks=tune_callbacks, name="train")
+                         init_checkpoint=init_checkpoint, tracking=tracking, callbacks=tune_callbacks, name="train")
         else:
             from .ray_runner import fit_local
 
             fit_local(pipeline, run_dir, dataset=dataset, resume_from=resume_from,
-                      init_checkpoint=init_checkpoint, tracking=tracking, inject_failure_epoch=inject_failure_epoch)
+                      init_checkpoint=init_checkpoint, tracking=tracking)
     except BaseException as exc:
         if logger is not None:
             logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

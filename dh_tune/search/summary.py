@@ -1,20 +1,23 @@
 """The end of a search: global front, one profile per budget, plots, MLflow runs, console summary."""
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
+from ..fsio import slug
 from ..latency import LatencyTable, expected_latency
-from ..latency.measure import slug
 from ..tracking import SafeLogger, flatten, start_run
 from .compare import BudgetComparison, compare_budget, is_static, model_summaries
 from .export import export_profile, write_index
 from .pareto import pareto_front, select_for_budget
 from .plots import plot_front, plot_threshold_sweep
+from .records import BudgetResult, SearchOutcome, SearchRequest
+
+logger = logging.getLogger(__name__)
 
 
 def _global_points(docs: list[dict]) -> list[dict]:
@@ -79,14 +82,15 @@ class SearchFailed(RuntimeError):
     """The search ran but produced nothing to export (every trial failed)."""
 
 
-def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: SafeLogger | None, started: float):
-    from .driver import BudgetResult, SearchOutcome
-
+def finish(req: SearchRequest, docs: list[dict], latency: dict[int, LatencyTable], parent: SafeLogger | None,
+           started: float) -> SearchOutcome:
+    """The search's result from every model's documents: the global front, one exported profile per budget,
+    the index, MLflow runs and the summary to print."""
     out, metric = req.out, req.pipeline.search.metric
     finished = [d for d in docs if d.get("status") == "finished"]
     failed = [d for d in docs if d.get("status") == "failed"]
     for d in failed:
-        print(f"[search] trial {d['trial_id']} failed: {d.get('error', 'unknown error')}", file=sys.stderr)
+        logger.warning("[search] trial %s failed: %s", d["trial_id"], d.get("error", "unknown error"))
     if not finished:
         raise SearchFailed(f"every trial failed ({len(failed)}); see {out}/trials/*/result.json")
     points = _global_points(finished)
@@ -126,8 +130,8 @@ def finish(req, docs: list[dict], latency: dict[int, LatencyTable], parent: Safe
                                "static_points": [p for p in points if is_static(p)],
                                "hypervolume_ref_latency_ms": float(lat.max()) * 1.05})
     _log_mlflow(req, parent, results, exported, comparisons, points, front_png, index, out, metric, latency, hv)
-    _print_summary(req, results, comparisons, models, front, table, started, hv, len(finished), len(failed))
-    return SearchOutcome(out, front, results, docs, parent.run_id if parent else None, index)
+    summary = summary_text(req, results, comparisons, models, front, table, started, hv, len(finished), len(failed))
+    return SearchOutcome(out, front, results, docs, parent.run_id if parent else None, index, summary)
 
 
 def _static_reference(points: list[dict]) -> list[dict]:
@@ -143,7 +147,7 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, 
                 hv) -> None:
     if parent is None:
         if req.track:
-            print(f"warning: MLflow logging failed; profiles are in {out / 'profiles'}", file=sys.stderr)
+            logger.warning("warning: MLflow logging failed; profiles are in %s", out / "profiles")
         return
     parent.artifact(front_png)
     parent.artifact(index)
@@ -193,7 +197,7 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, 
         run.end()
     parent.end()
     if parent.failed:
-        print(f"warning: MLflow logging failed; profiles are in {out / 'profiles'}", file=sys.stderr)
+        logger.warning("warning: MLflow logging failed; profiles are in %s", out / "profiles")
 
 
 def _retire_old_runs(parent: SafeLogger) -> None:
@@ -212,36 +216,38 @@ def _retire_old_runs(parent: SafeLogger) -> None:
         pass
 
 
-def _print_summary(req, results, comparisons, models, front, table, started, hv, n_ok, n_failed) -> None:
+def summary_text(req, results, comparisons, models, front, table, started, hv, n_ok, n_failed) -> str:
+    """The table a finished search prints: device, trained models and the profile chosen for each budget."""
     metric = req.pipeline.search.metric
-    print(f"\nDevice: {table.device_name}   ({n_ok} trained model(s), {n_failed} failed; "
-          f"{len(front)} profiles on the Pareto front; {(time.time() - started) / 60:.1f} min)")
+    lines = [f"\nDevice: {table.device_name}   ({n_ok} trained model(s), {n_failed} failed; "
+             f"{len(front)} profiles on the Pareto front; {(time.time() - started) / 60:.1f} min)"]
     if hv:
-        print(f"Optuna's threshold front reaches {100 * min(hv):.1f}% of the exact grid sweep's hypervolume")
-    print(f"{'model':>10} | {'AP50 all':>8} {'AP50:95':>7} | {'gate acc':>11} | {'hypervolume':>11} | hyperparameters")
+        lines.append(f"Optuna's threshold front reaches {100 * min(hv):.1f}% of the exact grid sweep's hypervolume")
+    lines.append(f"{'model':>10} | {'AP50 all':>8} {'AP50:95':>7} | {'gate acc':>11} | {'hypervolume':>11} | hyperparameters")
     for m in models:
         acc = "/".join(f"{a:.3f}" if a is not None else "-" for a in m["gate_accuracy"])
         name = m["trial_id"][-10:] + ("*" if m["paper_point"] else "")
         hp = ", ".join(f"{k} {v:.3g}" for k, v in m["params"].items())
-        print(f"{name:>10} | {_fmt(m['ap50_all_heads']):>8} {_fmt(m['ap50_95_all_heads']):>7} | {acc:>11} | "
-              f"{m['hypervolume']:11.3f} | {hp}")
+        lines.append(f"{name:>10} | {_fmt(m['ap50_all_heads']):>8} {_fmt(m['ap50_95_all_heads']):>7} | {acc:>11} | "
+                     f"{m['hypervolume']:11.3f} | {hp}")
     if any(m["paper_point"] for m in models):
-        print(f"{'':>10}   * the paper's setting (lambda 0.2, lambda_pos 0.28/2.0, eps 4, end to end)")
-    print(f"{'budget':>8} | {'imgsz':>5} | {'t1':>5} {'t2':>5} | {'AP50':>6} {'AP50:95':>7} | {'mean ms':>8} "
-          f"{'p90 ms':>7} | heads 1/2/3 share")
+        lines.append(f"{'':>10}   * the paper's setting (lambda 0.2, lambda_pos 0.28/2.0, eps 4, end to end)")
+    lines.append(f"{'budget':>8} | {'imgsz':>5} | {'t1':>5} {'t2':>5} | {'AP50':>6} {'AP50:95':>7} | {'mean ms':>8} "
+                 f"{'p90 ms':>7} | heads 1/2/3 share")
     for r, comp in zip(results, comparisons):
         c = r.candidate
         shares = "/".join(f"{s:.2f}" for s in c["exit_shares"])
         flag = "" if r.feasible else "  (does not fit)"
         kind = f"  static: {c['heads']}" if is_static(c) else ""
-        print(f"{r.budget_ms:>6g}ms | {c['imgsz']:>5} | {c['t1']:5.2f} {c['t2']:5.2f} | {c['ap50']:6.3f} "
-              f"{c['ap50_95']:7.3f} | {c['latency_ms']:8.2f} {c['latency_p90_ms']:7.2f} | {shares}{flag}{kind}")
+        lines.append(f"{r.budget_ms:>6g}ms | {c['imgsz']:>5} | {c['t1']:5.2f} {c['t2']:5.2f} | {c['ap50']:6.3f} "
+                     f"{c['ap50_95']:7.3f} | {c['latency_ms']:8.2f} {c['latency_p90_ms']:7.2f} | {shares}{flag}{kind}")
         st = comp.best_static
         if st is not None:
             gain = f"{comp.dynamic_gain:+.4f}" if comp.dynamic_gain is not None else "n/a (no gated profile fits)"
-            print(f"{'':>8}   best static within budget: {st['heads']} at {st['imgsz']} px, {metric} {st[metric]:.4f}, "
-                  f"{st['latency_ms']:.2f} ms; dynamic gain {gain}")
-        print(f"{'':>8}   {r.reason}\n{'':>8}   -> {r.profile_path}")
+            lines.append(f"{'':>8}   best static within budget: {st['heads']} at {st['imgsz']} px, {metric} {st[metric]:.4f}, "
+                         f"{st['latency_ms']:.2f} ms; dynamic gain {gain}")
+        lines.append(f"{'':>8}   {r.reason}\n{'':>8}   -> {r.profile_path}")
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:

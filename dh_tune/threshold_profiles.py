@@ -6,8 +6,8 @@ loading it against any other checkpoint is refused, and so is a path leading out
 from __future__ import annotations
 
 import json
+import logging
 import math
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +19,8 @@ from . import __version__
 from .fsio import UnreadableFile, read_text, write_json
 from .messages import InputError, NonFiniteNumber, loads_finite
 from .gating import STATIC_NAMES, gates_computed, static_exit
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 KIND = "dh-tune-profile"
@@ -221,7 +223,7 @@ def check_feasible(profile: Profile, allow: bool = False) -> None:
     what = f"{profile.path}: infeasible, no configuration meets its budget of {profile.doc['budget_ms']:g} ms"
     if not allow:
         raise ProfileError(f"{what}; run it anyway with --allow-infeasible (allow_infeasible=True)")
-    print(f"warning: {what}; running it anyway", file=sys.stderr)
+    logger.warning("warning: %s; running it anyway", what)
 
 
 def check_checkpoint(profile: Profile, checkpoint: str | Path, checkpoint_sha256: str) -> None:

@@ -1,4 +1,5 @@
-"""The training checkpoint format, readable with `torch.load(..., weights_only=True)`.
+"""The checkpoint format that training writes and inference reads, loadable with
+`torch.load(..., weights_only=True)`.
 
 A checkpoint is a dict of tensors and plain Python values only (no pickled objects):
 `format`, `version`, `model`/`ema` (state dicts), `optimizer`, `scaler`, `epoch` (last finished,
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 from ..fsio import UnreadableFile, atomic_path, check_regular, sha256_of
-from ..model import DHNet
+from .dhnet import DHNet
 from ..messages import InputError, first_line
 
 FORMAT = "dh-tune-checkpoint"
@@ -89,5 +90,36 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[DHNet, dict[str,
     return build_model(ckpt, use_ema), ckpt
 
 
-__all__ = ["CheckpointError", "build_model", "checkpoint_file", "file_sha256", "load_checkpoint", "load_model",
-           "model_args", "save_checkpoint"]
+def checkpoint_config(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline a checkpoint was trained with, as the plain dict stored in it."""
+    return ckpt["config"]
+
+
+def checkpoint_imgsz(ckpt: dict[str, Any]) -> int:
+    """Input size the checkpoint was trained at (its pipeline's data.imgsz)."""
+    return int(checkpoint_config(ckpt)["data"]["imgsz"])
+
+
+def checkpoint_loss(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The loss settings the checkpoint was trained with (its pipeline's train.loss, a plain dict)."""
+    return checkpoint_config(ckpt)["train"]["loss"]
+
+
+def checkpoint_eps(ckpt: dict[str, Any]) -> float:
+    """Gate-label epsilon the checkpoint was trained with (its pipeline's train.loss.eps, paper Eq. 5)."""
+    return float(checkpoint_loss(ckpt)["eps"])
+
+
+def checkpoint_val_split(ckpt: dict[str, Any]) -> str:
+    """Name of the split the checkpoint was validated on (its pipeline's data.val_split)."""
+    return str(checkpoint_config(ckpt)["data"]["val_split"])
+
+
+def checkpoint_data_format(ckpt: dict[str, Any]) -> str | None:
+    """Dataset format its pipeline named (data.format), or None when it was detected from the files."""
+    return checkpoint_config(ckpt)["data"].get("format")
+
+
+__all__ = ["CheckpointError", "build_model", "checkpoint_config", "checkpoint_data_format", "checkpoint_eps",
+           "checkpoint_file", "checkpoint_imgsz", "checkpoint_loss", "checkpoint_val_split", "file_sha256", "load_checkpoint",
+           "load_model", "model_args", "save_checkpoint"]
