@@ -50,8 +50,8 @@ def measure(checkpoint: Path, thresholds: tuple[float, float], *, imgsz: int | N
     and the network-time saving against the saving its MACs predict."""
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.data.images import read_image
-    from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.data.preprocess import preprocess
+    from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.model import DEPLOY_NMS, postprocess
     from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, file_sha256, load_model
 

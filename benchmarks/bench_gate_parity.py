@@ -30,7 +30,6 @@ SETTINGS: dict[str, dict] = {
 def trunk_share(checkpoint: Path, pipeline, batches: int = 4) -> float:
     """Median over a few training batches of the gate term's share of the trunk gradient."""
     import numpy as np
-    import torch
     from torch.utils.data import DataLoader
 
     from dh_tune.data import DetectionDataset, collate

@@ -16,7 +16,6 @@ import argparse
 import copy
 import json
 import sys
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def onnxruntime_cuda(folder: Path | None, sizes, rounds: int) -> dict:
         x = np.random.default_rng(0).random((1, 3, s, s), dtype=np.float32)
         dets = {name: Detector(folder / f"onnxruntime-{s}-{tag}", "onnxruntime", device="cuda")
                 for name, tag in ORT_VARIANTS.items()}
-        ms = time_interleaved({n: (lambda d=d: d.run_network(x)) for n, d in dets.items()}, rounds)
+        ms = time_interleaved({n: (lambda d=d, x=x: d.run_network(x)) for n, d in dets.items()}, rounds)
         levels = {n: int(dets[n].run_network(x)[1]) for n in EXPECTED_EXIT}
         doc["sizes"][str(s)] = {"ms": ms, "exit_levels": levels, "all_heads_over_static": ms["all heads"] / ms["static"] - 1,
                                 "exit1_saving": 1 - ms["exit 1"] / ms["all heads"]}

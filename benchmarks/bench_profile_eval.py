@@ -87,7 +87,7 @@ def measure(images: int = 1000, classes: int = 10, dets: int = 50, repeats: int 
     rows = []
     for t1, t2 in PROFILES:
         metrics = table.evaluate(t1, t2)
-        cache_ms = best_ms(lambda: table.evaluate(t1, t2), repeats)
+        cache_ms = best_ms(lambda t1=t1, t2=t2: table.evaluate(t1, t2), repeats)
         levels = table.exit_levels(t1, t2)
         final = [per_level[lv - 1][i] for i, lv in enumerate(levels)]
         t0 = time.perf_counter()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,7 +130,6 @@ VARIANT_TAGS = {"static": "static", "all heads": "allheads", "exit 1": "exit1", 
 
 def time_interleaved(fns: dict[str, callable], rounds: int, seed: int = 0) -> dict[str, float]:
     """Median ms per call of each function, all run once per round in a fresh random order."""
-    rng = np.random.default_rng(seed)
     return {n: float(np.median(v)) for n, v in time_rounds(fns, rounds, seed).items()}
 
 

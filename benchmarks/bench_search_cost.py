@@ -131,8 +131,8 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.latency.measure import device_info
     from dh_tune.model import VAL_NMS
-    from dh_tune.predict import Predictor
     from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, file_sha256, load_model
+    from dh_tune.predict import Predictor
 
     model, ckpt = load_model(checkpoint)
     size = imgsz or checkpoint_imgsz(ckpt)

@@ -11,9 +11,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import gpu_page  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 
-import gpu_page  # noqa: E402
 from dh_tune.paper import TABLE1 as PAPER_TABLE1  # noqa: E402
 from dh_tune.paper import TABLE2 as PAPER_TABLE2  # noqa: E402
 

@@ -157,8 +157,14 @@ def accuracy(search_doc: dict, static_doc: dict, figures: Path) -> dict:
     from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.evaluate.figures import write_plots
     from dh_tune.latency.device_tables import local_latency_tables
-    from dh_tune.model.checkpoint import (checkpoint_config, checkpoint_eps, checkpoint_imgsz, checkpoint_val_split,
-                                          file_sha256, load_model)
+    from dh_tune.model.checkpoint import (
+        checkpoint_config,
+        checkpoint_eps,
+        checkpoint_imgsz,
+        checkpoint_val_split,
+        file_sha256,
+        load_model,
+    )
 
     ckpt_path = Path(search_doc["base_checkpoint"])
     model, ckpt = load_model(ckpt_path)

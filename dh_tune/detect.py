@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .messages import finite_float, run_command
+from .messages import command_prog, finite_float, run_command
 
 PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
            (23, 204, 146), (134, 219, 61), (52, 147, 26), (187, 212, 0), (168, 153, 44), (255, 194, 0)]
@@ -20,7 +20,7 @@ PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line, with flags that do not go together refused by argparse (exit status 2)."""
-    p = argparse.ArgumentParser(prog="python -m dh_tune.detect", description=__doc__.split(":", 1)[1].strip())
+    p = argparse.ArgumentParser(prog=command_prog("detect"), description=__doc__.split(":", 1)[1].strip())
     p.add_argument("sources", nargs="+", type=Path, help="images or folders of images")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the profile's own copy)")
     p.add_argument("--profile", type=Path, default=None,

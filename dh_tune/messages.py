@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -65,6 +66,15 @@ def worker_logging() -> None:
     logger.propagate = False
 
 
+def command_prog(command: str) -> str:
+    """A command's name in its usage line: `dh-tune COMMAND` under the console script, else `python -m dh_tune...`."""
+    if os.path.basename(sys.argv[0]) == "dh-tune":
+        return f"dh-tune {command}"
+    module = {"search": "search", "train": "train", "evaluate": "evaluate", "export": "export", "data": "data",
+              "model": "model", "detect": "detect", "profile-device": "profile_device"}[command]
+    return f"python -m dh_tune.{module}"
+
+
 def _refuse(line: str, status: int) -> int:
     print(f"error: {line}", file=sys.stderr)
     return status
@@ -78,10 +88,11 @@ def run_command(body: Callable[[], int], *, refused: tuple[type[BaseException], 
     InputError and the `refused` types print `error: <message>` on stderr and give 2, the `failed` types the
     same with 1; any other exception gives 1 with `explain`'s line where it has one, and otherwise propagates.
     """
+    refusals: tuple[type[BaseException], ...] = (InputError, *refused)
     with command_logging():
         try:
             return body()
-        except (InputError, *refused) as exc:
+        except refusals as exc:
             return _refuse(str(exc), 2)
         except failed as exc:
             return _refuse(str(exc), 1)

@@ -165,12 +165,12 @@ class Pipeline(_Section):
     search: SearchSettings = SearchSettings()
 
     @model_validator(mode="after")
-    def _check(self) -> "Pipeline":
+    def _check(self) -> Pipeline:
         if self.train.batch_size < self.ray.workers:
             raise ValueError(f"train.batch_size ({self.train.batch_size}) is smaller than ray.workers ({self.ray.workers})")
         return self
 
-    def with_overrides(self, **sections: dict) -> "Pipeline":
+    def with_overrides(self, **sections: dict) -> Pipeline:
         """A copy with some keys replaced, e.g. with_overrides(train={'epochs': 3})."""
         doc = self.model_dump()
         for section, values in sections.items():

@@ -15,7 +15,7 @@ import torch
 from .data.letterbox import boxes_from_network, letterbox_info
 from .data.preprocess import preprocess
 from .export.dhnet_runtime import Detector
-from .model import DEPLOY_NMS, DHNet, Detections, NMSConfig, postprocess
+from .model import DEPLOY_NMS, Detections, DHNet, NMSConfig, postprocess
 from .model.checkpoint import checkpoint_imgsz, file_sha256, load_model
 from .runtimes import check_match, resolve
 from .threshold_profiles import Profile, ProfileError, check_checkpoint, check_feasible, load_profile
@@ -47,12 +47,12 @@ class Predictor:
         self.model = model.to(self.device).eval().fused() if model is not None else None
         self.detector = detector
         self.imgsz, self.thresholds, self.nms = imgsz, thresholds, nms
-        self.names = names or (detector.names if detector is not None else [str(i) for i in range(model.nc)])
+        self.names = names or (detector.names if detector is not None else [str(i) for i in range(self._model().nc)])
         self.runtime = detector.runtime if detector is not None else "torch"
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, imgsz: int | None = None,
-                        thresholds: tuple[float, float] = (0.5, 0.5), **kwargs) -> "Predictor":
+                        thresholds: tuple[float, float] = (0.5, 0.5), **kwargs) -> Predictor:
         model, ckpt = load_model(checkpoint)
         size = imgsz or checkpoint_imgsz(ckpt)
         return cls(model, size, thresholds, names=ckpt.get("names"), **kwargs)
@@ -61,7 +61,7 @@ class Predictor:
     def from_profile(cls, profile: str | Path | Profile, checkpoint: str | Path | None = None, *,
                      runtime: str | None = None, allow_other_runtime: bool = False, allow_infeasible: bool = False,
                      threads: int | None = None, export_dir: str | Path | None = None, nms: NMSConfig = DEPLOY_NMS,
-                     **kwargs) -> "Predictor":
+                     **kwargs) -> Predictor:
         """A profile (JSON from the search, or a folder from dh_tune.export) in `runtime` (default: its own).
 
         A profile chosen with one runtime's timings is refused by another unless `allow_other_runtime`, and
@@ -103,7 +103,7 @@ class Predictor:
     @classmethod
     def exported(cls, model: DHNet, imgsz: int, thresholds: tuple[float, float], runtime: str, folder: str | Path,
                  *, names: list[str] | None = None, nms: NMSConfig = DEPLOY_NMS,
-                 threads: int | None = None) -> "Predictor":
+                 threads: int | None = None) -> Predictor:
         """`model` with these thresholds exported into `folder` and run by onnxruntime or openvino (no profile)."""
         from .export.bundle import export_folder
 
@@ -113,7 +113,7 @@ class Predictor:
 
     @classmethod
     def _from_folder(cls, folder: Path, runtime: str | None, nms: NMSConfig, threads: int | None,
-                     allow_other_runtime: bool) -> "Predictor":
+                     allow_other_runtime: bool) -> Predictor:
         from .export.bundle import check_manifest
         from .export.dhnet_runtime import MANIFEST
 
@@ -129,12 +129,19 @@ class Predictor:
             return Prediction(Detections(r.boxes, r.scores, r.classes), r.exit_level, r.gate_scores, r.time_ms)
         return self._torch(image_bgr)
 
+    def _model(self) -> DHNet:
+        """The torch model; only called on a predictor built from one."""
+        if self.model is None:
+            raise RuntimeError("this predictor runs a runtime detector, not a torch model")
+        return self.model
+
     @torch.inference_mode()
     def _torch(self, image_bgr: np.ndarray) -> Prediction:
         t0 = time.perf_counter()
         x = preprocess(image_bgr, self.imgsz, self.device)
-        out = self.model.forward_dynamic(x, self.thresholds)
-        det = postprocess(out.maps, self.model.anchors_px, self.model.strides, self.nms)[0]
+        model = self._model()
+        out = model.forward_dynamic(x, self.thresholds)
+        det = postprocess(out.maps, model.anchors_px, model.strides, self.nms)[0]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = (time.perf_counter() - t0) * 1000

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .messages import InputError, finite_float, run_command
+from .messages import InputError, command_prog, finite_float, run_command
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dh_tune.profile_device", description=__doc__.split(":", 1)[1].strip())
+    p = argparse.ArgumentParser(prog=command_prog("profile-device"), description=__doc__.split(":", 1)[1].strip())
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", type=Path, help="dh-tune checkpoint whose architecture is timed")
     src.add_argument("--scale", help="time an untrained model of this scale instead (n, s, m, l, x or DEPTH,WIDTH)")

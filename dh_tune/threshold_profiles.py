@@ -17,8 +17,8 @@ import jsonschema
 
 from . import __version__
 from .fsio import UnreadableFile, read_text, write_json
-from .messages import InputError, NonFiniteNumber, loads_finite
 from .gating import STATIC_NAMES, gates_computed, static_exit
+from .messages import InputError, NonFiniteNumber, loads_finite
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ class Tracking:
     run_id: str
     experiment: str | None = None  # where runs started under this one go (default: their pipeline's name)
 
-    def logger(self) -> "SafeLogger":
+    def logger(self) -> SafeLogger:
         """A SafeLogger for this run."""
         return SafeLogger(self.uri, self.run_id)
 
@@ -110,8 +110,9 @@ class SafeLogger:
                            redact_uri(self.uri), redact_uri(first_line(exc))[:200])
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if isinstance(v, (int, float))]

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 import cv2
 import numpy as np
 import pytest
-
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -1,13 +1,11 @@
 """AP and matching agree with faster-coco-eval (the COCOeval reference) on hard cases."""
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
+from reference import coco_reference
 
 from dh_tune.evaluate import average_precision
-from reference import coco_reference
 from dh_tune.evaluate.ap import ap_from_matches, class_ap_from_tp
 from dh_tune.evaluate.matching import IOU_THRESHOLDS, box_iou_coco, match_image
 

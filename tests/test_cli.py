@@ -75,6 +75,10 @@ def test_console_script_matches_python_m(tmp_path: Path) -> None:
                               for argv in ([str(script), "search", "--help"],
                                            [sys.executable, "-m", "dh_tune.search", "--help"]))
     assert via_script.returncode == via_module.returncode == 0
-    assert via_script.stdout == via_module.stdout and "--budget-ms" in via_script.stdout
+    # The same parser: only the name in the usage line differs (and the indentation that follows it).
+    assert via_script.stdout.startswith("usage: dh-tune search ")
+    assert via_module.stdout.startswith("usage: python -m dh_tune.search ")
+    assert via_script.stdout.split() == ["usage:", "dh-tune", "search", *via_module.stdout.split()[4:]]
+    assert "--budget-ms" in via_script.stdout
     wrong = subprocess.run([str(script), "bogus"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert wrong.returncode == 2

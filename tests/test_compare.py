@@ -63,10 +63,11 @@ def test_paper_point_and_model_summaries() -> None:
 
 
 def test_a_budget_a_static_network_wins_is_exported_as_that_static_network(trained_tiny, tmp_path) -> None:
+    from test_search import _latency
+
     from dh_tune.pipeline import Pipeline
     from dh_tune.search.records import SearchRequest
     from dh_tune.search.summary import finish
-    from test_search import _latency
 
     static = [p for p in POINTS if p["static_exit"]]
     doc = {"trial_id": "t", "status": "finished", "checkpoint": str(trained_tiny), "params": {"gate_lambda": 0.2},

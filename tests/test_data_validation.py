@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dh_tune.data import DataError, DetectionDataset, load_dataset, read_problems, write_problems
-from dh_tune.pipeline import AugmentSettings
 from dh_tune.data.__main__ import main
+from dh_tune.pipeline import AugmentSettings
 
 LABELS = {
     "good.jpg": "0 0.5 0.5 0.2 0.2\n",

@@ -2,17 +2,14 @@
 outputs, exit levels agree with the model's, and the cache is reused only when nothing changed."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import torch
+from reference import coco_reference
 
 from dh_tune.data import DetectionDataset, collate, load_dataset
 from dh_tune.evaluate.exit_cache import cache_key, cached_exit_table
 from dh_tune.model import VAL_NMS, postprocess
 from dh_tune.model.checkpoint import file_sha256, load_model
-from reference import coco_reference
 
 
 @pytest.mark.parametrize("t1, t2", [(0.0, 0.0), (0.5, 0.5), (0.3, 0.7), (1.0, 1.0)])

@@ -22,8 +22,8 @@ from dh_tune.export.bundle import export_deployment
 from dh_tune.export.dhnet_runtime import DeploymentError, Detector, decode, nms, preprocess
 from dh_tune.export.dhnet_runtime import main as runtime_main
 from dh_tune.export.graphs import plan
-from dh_tune.gating import GRAPH_KEYS
 from dh_tune.export.verify import agreement
+from dh_tune.gating import GRAPH_KEYS
 from dh_tune.latency import LatencyTable, LatencyTableError
 from dh_tune.latency.measure import latency_table
 from dh_tune.model import VAL_NMS, DHNet, postprocess

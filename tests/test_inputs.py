@@ -29,7 +29,7 @@ def test_first_line_of_an_empty_message_is_the_type_name() -> None:
 
 @pytest.mark.parametrize("token", NON_FINITE)
 def test_json_readers_refuse_non_finite_numbers(token: str, tmp_path) -> None:
-    text = '{"thresholds": [%s, 0.5], "budget_ms": 20}' % token
+    text = f'{{"thresholds": [{token}, 0.5], "budget_ms": 20}}'
     with pytest.raises(ValueError, match="not a finite number"):
         loads_finite(text)
     assert loads_finite('{"a": [0.5, 1e300, -2]}') == {"a": [0.5, 1e300, -2]}
@@ -37,7 +37,7 @@ def test_json_readers_refuse_non_finite_numbers(token: str, tmp_path) -> None:
     profile.write_text(text)
     with pytest.raises(ProfileError, match=rf"^{profile}: .*not a finite number"):
         load_profile(profile)
-    (tmp_path / MANIFEST).write_text('{"imgsz": 160, "thresholds": [%s, 0.5]}' % token)
+    (tmp_path / MANIFEST).write_text(f'{{"imgsz": 160, "thresholds": [{token}, 0.5]}}')
     with pytest.raises(DeploymentError, match="not a finite number"):
         read_manifest(tmp_path)
 

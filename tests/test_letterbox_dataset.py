@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dh_tune.data import (DetectionDataset, ImageRecord, boxes_from_network, boxes_to_network, collate, gate_targets,
-                          letterbox, letterbox_info, load_dataset)
+from dh_tune.data import (
+    DetectionDataset,
+    ImageRecord,
+    boxes_from_network,
+    boxes_to_network,
+    collate,
+    gate_targets,
+    letterbox,
+    letterbox_info,
+    load_dataset,
+)
 from dh_tune.pipeline import AugmentSettings
 
 

@@ -83,8 +83,10 @@ def test_dependencies_match_the_requirements_file() -> None:
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     pinned = {_name(line) for line in lines if line and not line.startswith("-")}
     test_tools = {_name(r) for r in project["optional-dependencies"]["test"]}
-    assert {_name(r) for r in project["dependencies"]} | test_tools == pinned
+    lint_tools = set(project["optional-dependencies"]["lint"])
+    assert {_name(r) for r in project["dependencies"]} | test_tools | {_name(r) for r in lint_tools} == pinned
     assert test_tools == {"pytest", "pytest-timeout"} and "torch==2.13.0" in project["dependencies"]
+    assert lint_tools <= set(lines), "the lint tools are pinned to the same versions in both files"
     assert "-e ." in lines
 
 

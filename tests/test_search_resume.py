@@ -11,6 +11,7 @@ import pytest
 from dh_tune.search.__main__ import main as search_main
 from dh_tune.search.lock import LOCK_FILE, FolderLocked, search_lock
 
+
 def test_a_second_search_into_a_locked_folder_stops_at_once(tmp_path, capsys) -> None:
     out = tmp_path / "search"
     with search_lock(out):

@@ -11,9 +11,9 @@ import pytest
 
 from dh_tune.data import load_dataset
 from dh_tune.data.__main__ import main
+from dh_tune.data.gate_labels import deepest_head
 from dh_tune.data.records import ImageRecord
 from dh_tune.data.stats import head_shares, split_stats
-from dh_tune.data.gate_labels import deepest_head
 from dh_tune.data.synth import SIZE_MARGIN, generate, make_plans
 from dh_tune.data.synth_signs import SIGN_NAMES
 
@@ -29,7 +29,7 @@ def _digest(folder: Path) -> str:
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     one = generate(tmp_path / "a", train=32, val=8, imgsz=128, seed=5, workers=1)
     two = generate(tmp_path / "b", train=32, val=8, imgsz=128, seed=5, workers=2)
-    other = generate(tmp_path / "c", train=32, val=8, imgsz=128, seed=6, workers=2)
+    generate(tmp_path / "c", train=32, val=8, imgsz=128, seed=6, workers=2)
     assert one.images == {"train": 32, "val": 8}
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b") != _digest(tmp_path / "c")
     assert one.shares == two.shares

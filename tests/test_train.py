@@ -4,19 +4,19 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
+from train_hooks import InjectedFailure
 
 from dh_tune.data.synth import generate
 from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, load_checkpoint
 from dh_tune.pipeline import Pipeline, PipelineError, load_pipeline
 from dh_tune.train.run import run_training
 from dh_tune.train.schedule import cosine_factor
-from train_hooks import InjectedFailure
+
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> str:
@@ -71,6 +71,7 @@ def test_cosine_schedule_runs_from_one_to_lrf() -> None:
 
 def test_epoch_hooks_are_named_module_colon_function() -> None:
     import train_hooks
+
     from dh_tune.train.epoch_hooks import epoch_hooks
 
     assert epoch_hooks("") == []

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 # rather than to its module.
 from .letterbox import LetterboxInfo, boxes_from_network, boxes_to_network, letterbox, letterbox_info
 from .problems import read_problems, summarize_problems, write_problems
-from .records import Dataset, DataError, ImageRecord, Problem
+from .records import DataError, Dataset, ImageRecord, Problem
 
 _LAZY = {
     "gate_labels": ["cascade_labels", "deepest_head", "gate_targets", "head_responsibility"],
@@ -24,9 +24,12 @@ _LAZY = {
     "torch_dataset": ["DetectionDataset", "collate"],
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
-_EAGER = ["LetterboxInfo", "boxes_from_network", "boxes_to_network", "letterbox", "letterbox_info", "read_problems",
-          "summarize_problems", "write_problems", "Dataset", "DataError", "ImageRecord", "Problem"]
-__all__ = sorted([*_EAGER, *_MODULE_OF])
+__all__ = [
+    "DataError", "Dataset", "DetectionDataset", "ImageRecord", "LetterboxInfo", "Problem", "boxes_from_network",
+    "boxes_to_network", "cascade_labels", "collate", "dataset_stats", "deepest_head", "default_dataset",
+    "detect_format", "dh_tune_home", "gate_targets", "head_responsibility", "letterbox", "letterbox_info",
+    "load_dataset", "read_problems", "split_stats", "summarize_problems", "write_problems",
+]
 
 if TYPE_CHECKING:
     from .gate_labels import cascade_labels, deepest_head, gate_targets, head_responsibility

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..messages import finite_float, run_command
+from ..messages import command_prog, finite_float, run_command
 from .images import read_image
 from .letterbox import check_imgsz
 from .loader import FORMATS, load_dataset
 from .problems import summarize_problems, write_problems
-from .records import Dataset, DataError, Problem
+from .records import DataError, Dataset, Problem
 from .stats import dataset_stats, format_table, head_shares
 from .synth import generate
 
@@ -138,7 +138,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser with the check, synth and stats subcommands."""
-    parser = argparse.ArgumentParser(prog="python -m dh_tune.data", description="dh-tune datasets")
+    parser = argparse.ArgumentParser(prog=command_prog("data"), description="dh-tune datasets")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate a dataset and list every bad file")
     _dataset_arguments(check)

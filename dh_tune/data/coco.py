@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .images import probe_or_report
 from .jsoncheck import EntryCheck, is_integer, is_number, load_annotation_json
-from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
+from .records import DataError, Dataset, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
 _NUMBER = {"type": "number"}
 TOP_SCHEMA = {
@@ -94,7 +94,7 @@ def _image_folder(root: Path, json_file: Path, images: list[dict], explicit: Pat
     raise DataError(f"{json_file}: cannot find the images (tried {tried}); pass the image folder explicitly")
 
 
-def _categories(data: list[dict], file: Path) -> dict[int, str]:
+def _categories(data: dict, file: Path) -> dict[int, str]:
     categories: dict[int, str] = {}
     for item in data["categories"]:
         message = CATEGORY.error(item)
@@ -155,9 +155,9 @@ def _read_split(data: dict, json_file: Path, root: Path, folder: Path, class_of:
             boxes.append([x, y, x + w, y + h])
             classes.append(class_of[ann["category_id"]])
             where.append(label)
-        boxes, classes = sanitize_boxes(np.array(boxes).reshape(-1, 4), np.array(classes), width, height, nc, path,
-                                        log, where)
-        records.append(ImageRecord(path, width, height, boxes, classes))
+        kept_boxes, kept_classes = sanitize_boxes(np.array(boxes).reshape(-1, 4), np.array(classes), width, height,
+                                                  nc, path, log, where)
+        records.append(ImageRecord(path, width, height, kept_boxes, kept_classes))
     return records
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .synth import GENERATOR_VERSION, generate
 
@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 try:
     import fcntl
 except ImportError:  # not POSIX: generation still ends with an atomic rename
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 
 def dh_tune_home() -> Path:

@@ -7,8 +7,8 @@ also gives the message a user sees).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jsonschema
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .home import default_dataset
 from .coco import read_coco
+from .home import default_dataset
 from .problems import summarize_problems
-from .records import Dataset, DataError
+from .records import DataError, Dataset
 from .tt100k import ANNOTATION_FILES, read_tt100k
 from .yolo import read_yolo
 
@@ -63,7 +65,7 @@ def _yaml_in(spec: Path) -> Path:
 
 
 def load_dataset(spec: str | Path | None, *, strict: bool = False, fmt: str | None = None,
-                 **reader_options: object) -> Dataset:
+                 **reader_options: Any) -> Dataset:
     """Read a dataset of any supported format; None means the embedded synthetic default.
 
     Bad items are skipped and listed in `Dataset.problems` (a summary is logged); strict=True
@@ -77,7 +79,8 @@ def load_dataset(spec: str | Path | None, *, strict: bool = False, fmt: str | No
     fmt = fmt or detect_format(spec)
     if fmt not in FORMATS:
         raise DataError(f"{spec}: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    reader = {"yolo": read_yolo, "coco": read_coco, "tt100k": read_tt100k}[fmt]
+    readers: dict[str, Callable[..., Dataset]] = {"yolo": read_yolo, "coco": read_coco, "tt100k": read_tt100k}
+    reader = readers[fmt]
     allowed = [name for name, p in inspect.signature(reader).parameters.items() if p.kind is p.KEYWORD_ONLY]
     unknown = sorted(set(reader_options) - set(allowed))
     if unknown:

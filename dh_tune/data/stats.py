@@ -5,15 +5,15 @@ Eq. 3-7 are computed, so the counts are what training at that size will see.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from dh_tune.model.config import DEFAULT_ANCHORS_PX
 
-from .gate_labels import cascade_labels, head_responsibility
+from .gate_labels import ArrayLike, cascade_labels, head_responsibility
 from .letterbox import letterbox_scale
 from .records import Dataset, ImageRecord
 
@@ -35,7 +35,7 @@ class SplitStats:
 
 
 def image_head_labels(records: Sequence[ImageRecord], imgsz: int, eps: float = 4.0,
-                      anchors_px: object = DEFAULT_ANCHORS_PX) -> torch.Tensor:
+                      anchors_px: ArrayLike = DEFAULT_ANCHORS_PX) -> torch.Tensor:
     """Cascaded labels phi^1..phi^L (Eq. 7) of every image, (len(records), L) bool.
 
     Each image's boxes are scaled as the letterbox to imgsz scales them.
@@ -52,7 +52,7 @@ def image_head_labels(records: Sequence[ImageRecord], imgsz: int, eps: float = 4
 
 
 def split_stats(records: Sequence[ImageRecord], nc: int, imgsz: int, eps: float = 4.0,
-                anchors_px: object = DEFAULT_ANCHORS_PX) -> SplitStats:
+                anchors_px: ArrayLike = DEFAULT_ANCHORS_PX) -> SplitStats:
     """Table 1 counts and per-class instance counts of one split."""
     labels = image_head_labels(records, imgsz, eps, anchors_px)
     classes = np.concatenate([r.classes for r in records]) if records else np.zeros(0, np.int64)

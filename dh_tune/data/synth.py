@@ -129,6 +129,7 @@ def _draw_in_workers(plans: list[ScenePlan], workers: int, out: Path, progress: 
         lock = threading.Lock()
 
         def _follow(proc: subprocess.Popen) -> None:
+            assert proc.stdout is not None  # started with stdout=PIPE
             for _ in proc.stdout:
                 with lock:
                     progress.update()
@@ -154,7 +155,7 @@ def _draw_in_workers(plans: list[ScenePlan], workers: int, out: Path, progress: 
 def make_plans(out: Path, counts: dict[str, int], imgsz: int, seed: int) -> dict[str, list[ScenePlan]]:
     """Plans of all images; image i of a split uses the seed (seed, split, i) only."""
     widths = {c.aspect: sign_widths(imgsz, c.aspect) for c in SIGN_CLASSES}
-    plans = {}
+    plans: dict[str, list[ScenePlan]] = {}
     for split, count in counts.items():
         plans[split] = []
         for i in range(count):
@@ -205,8 +206,8 @@ def generate(out: str | Path, *, train: int = 2000, val: int = 500, imgsz: int =
     seconds = time.perf_counter() - start
     shares = {}
     for split in counts:
-        records = [ImageRecord(p.image, imgsz, imgsz, [[s.x, s.y, s.x + s.w, s.y + s.h] for s in p.signs],
-                               [s.cls for s in p.signs]) for p in plans[split]]
+        records = [ImageRecord(p.image, imgsz, imgsz, np.array([[s.x, s.y, s.x + s.w, s.y + s.h] for s in p.signs]),
+                               np.array([s.cls for s in p.signs])) for p in plans[split]]
         shares[split] = head_shares(split_stats(records, len(SIGN_NAMES), imgsz, EPS))
     data = {"path": ".", "train": "images/train", "val": "images/val" if "val" in counts else "images/train",
             "names": SIGN_NAMES}

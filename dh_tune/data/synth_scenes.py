@@ -17,7 +17,8 @@ NOISE_MARGIN = 64
 
 
 def _colour(rng: np.random.Generator, low: int = 0, high: int = 256) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(low, high, 3))
+    red, green, blue = (int(v) for v in rng.integers(low, high, 3))
+    return red, green, blue
 
 
 def _vertical_gradient(size: int, top: tuple, bottom: tuple, rows: int) -> np.ndarray:

@@ -5,9 +5,9 @@ as a large anti-aliased template with an alpha mask and resized to the size a sc
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import cv2
 import numpy as np
@@ -39,9 +39,10 @@ def _canvas() -> tuple[np.ndarray, np.ndarray]:
 def _fill(img: np.ndarray, alpha: np.ndarray | None, points: np.ndarray, colour: tuple) -> None:
     """Fill a polygon (float points, 4 fractional bits) in the image and, if given, the alpha mask."""
     pts = np.round(points * 16).astype(np.int32).reshape(1, -1, 2)
-    cv2.fillPoly(img, pts, colour, AA, shift=4)
+    # OpenCV's stubs name Sequence[...] where the function takes numpy arrays.
+    cv2.fillPoly(img, pts, colour, AA, shift=4)  # type: ignore[call-overload]
     if alpha is not None:
-        cv2.fillPoly(alpha, pts, 255, AA, shift=4)
+        cv2.fillPoly(alpha, pts, 255, AA, shift=4)  # type: ignore[call-overload]
 
 
 def _circle(img: np.ndarray, alpha: np.ndarray | None, radius: float, colour: tuple) -> None:
@@ -154,7 +155,7 @@ SIGN_CLASSES: tuple[SignClass, ...] = (
 SIGN_NAMES = [c.name for c in SIGN_CLASSES]
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(class_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(BGR, alpha) template of a class at TEMPLATE_PX, drawn once per process."""
     spec = SIGN_CLASSES[class_id]

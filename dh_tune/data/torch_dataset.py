@@ -6,8 +6,8 @@ Targets are [cls, cx, cy, w, h] in network-input pixels so the loss and the gate
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -16,8 +16,15 @@ from tqdm import tqdm
 from ..pipeline import AugmentSettings
 from .augment import augment_hsv, flip, mosaic_canvas, random_affine
 from .images import read_image
-from .letterbox import (PAD_VALUE, LetterboxInfo, check_imgsz, letterbox_info, letterbox_scale, pad_to_square,
-                        resize_to_fit)
+from .letterbox import (
+    PAD_VALUE,
+    LetterboxInfo,
+    check_imgsz,
+    letterbox_info,
+    letterbox_scale,
+    pad_to_square,
+    resize_to_fit,
+)
 from .records import ImageRecord
 
 logger = logging.getLogger(__name__)
@@ -80,25 +87,34 @@ class DetectionDataset(torch.utils.data.Dataset):
         classes = np.concatenate([p[2] for p in parts])
         return random_affine(canvas, boxes, classes, rng, self.imgsz, self.hyp.scale, self.hyp.translate)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        # Drawn from torch's generator: seeded per loader worker, reproducible under torch.manual_seed.
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)))) if self.augment else None
-        if self.augment and self.hyp.mosaic:
+    def _letterboxed(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        fitted, boxes, classes = self._fitted(index)
+        record = self.records[index]
+        img, info = pad_to_square(fitted, self.imgsz, letterbox_scale(record.width, record.height, self.imgsz))
+        return img, boxes + [info.pad_x, info.pad_y, info.pad_x, info.pad_y], classes
+
+    def _augmented(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self.hyp.mosaic:
             img, boxes, classes = self._mosaic(index, rng)
         else:
-            fitted, boxes, classes = self._fitted(index)
-            record = self.records[index]
-            img, info = pad_to_square(fitted, self.imgsz, letterbox_scale(record.width, record.height, self.imgsz))
-            boxes = boxes + [info.pad_x, info.pad_y, info.pad_x, info.pad_y]
-            if self.augment and (self.hyp.scale or self.hyp.translate):
+            img, boxes, classes = self._letterboxed(index)
+            if self.hyp.scale or self.hyp.translate:
                 img, boxes, classes = random_affine(img, boxes, classes, rng, self.imgsz, self.hyp.scale,
                                                     self.hyp.translate)
+        img = augment_hsv(img, rng, self.hyp.hsv_h, self.hyp.hsv_s, self.hyp.hsv_v)
+        if rng.random() < self.hyp.fliplr:
+            img, boxes = flip(img, boxes, horizontal=True)
+        if rng.random() < self.hyp.flipud:
+            img, boxes = flip(img, boxes, horizontal=False)
+        return img, boxes, classes
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         if self.augment:
-            img = augment_hsv(img, rng, self.hyp.hsv_h, self.hyp.hsv_s, self.hyp.hsv_v)
-            if rng.random() < self.hyp.fliplr:
-                img, boxes = flip(img, boxes, horizontal=True)
-            if rng.random() < self.hyp.flipud:
-                img, boxes = flip(img, boxes, horizontal=False)
+            # Drawn from torch's generator: seeded per loader worker, reproducible under torch.manual_seed.
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
+            img, boxes, classes = self._augmented(index, rng)
+        else:
+            img, boxes, classes = self._letterboxed(index)
         targets = np.zeros((len(boxes), 5), dtype=np.float32)
         if len(boxes):
             targets[:, 0] = classes

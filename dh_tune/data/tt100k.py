@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .images import probe_or_report
 from .jsoncheck import EntryCheck, is_number, load_annotation_json
-from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
+from .records import DataError, Dataset, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
 ANNOTATION_FILES = ("annotations.json", "annotations_all.json")
 # TT100K folder -> split name here; the official test split is the evaluation ('val') split.
@@ -30,7 +30,9 @@ OBJECT_SCHEMA = {"type": "object", "required": ["category", "bbox"],
 
 
 def _quick_object(obj: object) -> bool:
-    box = obj.get("bbox") if isinstance(obj, dict) else None
+    if not isinstance(obj, dict):
+        return False
+    box = obj.get("bbox")
     return (isinstance(box, dict) and isinstance(obj.get("category"), str)
             and all(is_number(box.get(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
 

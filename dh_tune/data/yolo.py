@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..messages import first_line
 from .images import IMAGE_SUFFIXES, ImageProblem, list_images, probe_image
-from .records import Dataset, DataError, ImageRecord, ProblemLog, inside_root, sanitize_boxes
+from .records import DataError, Dataset, ImageRecord, ProblemLog, inside_root, sanitize_boxes
 
 SPLITS = ("train", "val", "test")
 _ENTRY = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}

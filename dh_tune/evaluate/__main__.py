@@ -9,11 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..messages import InputError, finite_float, run_command
+from ..messages import InputError, command_prog, finite_float, run_command
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dh_tune.evaluate", description=__doc__.split(":", 1)[1].strip())
+    p = argparse.ArgumentParser(prog=command_prog("evaluate"), description=__doc__.split(":", 1)[1].strip())
     p.add_argument("--checkpoint", type=Path, required=True, help="dh-tune checkpoint (best.pt or last.pt)")
     p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the pipeline's val split)")
@@ -36,12 +36,18 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     """Score the checkpoint's profile at the given thresholds, print the report and draw the plots."""
     from ..data import DataError, dh_tune_home, load_dataset
+    from ..data.images import read_image
     from ..latency import LatencyTable, expected_latency
     from ..latency.device_tables import local_latency_tables
-    from ..data.images import read_image
+    from ..model.checkpoint import (
+        checkpoint_data_format,
+        checkpoint_eps,
+        checkpoint_imgsz,
+        checkpoint_val_split,
+        file_sha256,
+        load_model,
+    )
     from ..runtimes import resolve
-    from ..model.checkpoint import (checkpoint_data_format, checkpoint_eps, checkpoint_imgsz, checkpoint_val_split,
-                                    file_sha256, load_model)
     from .console import print_report
     from .exit_cache import cached_exit_table
     from .figures import write_plots

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from dh_tune import fsio
 from dh_tune.evaluate.ap import class_ap_from_tp, summarize
 from dh_tune.evaluate.matching import IOU_THRESHOLDS
 from dh_tune.gating import gates_computed, passes
-from dh_tune import fsio
 from dh_tune.messages import InputError
 
 FORMAT_VERSION = 2
@@ -268,8 +268,9 @@ class ExitTable:
         Nothing in the file needs pickle, so it is safe to load from anywhere.
         """
         path = Path(path)
-        arrays: dict[str, np.ndarray] = {
-            "format_version": np.array(FORMAT_VERSION),
+        arrays: dict[str, Any] = {  # Any: numpy's stub would match a value against savez's allow_pickle
+            "format_version"
+: np.array(FORMAT_VERSION),
             "metadata": np.array(json.dumps(self.metadata, sort_keys=True)),
             "gate_scores": self.gate_scores,
             "gate_labels": self.gate_labels,

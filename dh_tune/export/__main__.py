@@ -9,9 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..messages import command_prog
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dh_tune.export", description=__doc__.split(":", 1)[1].strip())
+    p = argparse.ArgumentParser(prog=command_prog("export"), description=__doc__.split(":", 1)[1].strip())
     p.add_argument("--profile", type=Path, required=True, help="profile JSON written by python -m dh_tune.search")
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx",
                    help="onnx (ONNX Runtime or OpenVINO) or openvino (OpenVINO IR); default onnx")

@@ -17,15 +17,21 @@ from typing import Any
 import jsonschema
 import torch
 
-from .. import __version__
-from .. import fsio
+from .. import __version__, fsio
 from ..messages import InputError
 from ..model import DEPLOY_NMS, DHNet, NMSConfig
 from ..runtimes import RuntimeChoiceError, version
 from ..threshold_profiles import Profile
 from . import dhnet_runtime
-from .dhnet_runtime import (KIND, MANIFEST, RUNTIMES_FOR_FORMAT, SCHEMA_VERSION, DeploymentError, file_sha256,
-                            read_manifest)
+from .dhnet_runtime import (
+    KIND,
+    MANIFEST,
+    RUNTIMES_FOR_FORMAT,
+    SCHEMA_VERSION,
+    DeploymentError,
+    file_sha256,
+    read_manifest,
+)
 from .graphs import OPSET, SegmentSpec, cut, export_onnx, export_whole, plan
 
 FORMATS = tuple(RUNTIMES_FOR_FORMAT)

@@ -18,9 +18,10 @@ import math
 import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -104,7 +105,9 @@ def nms(pred: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bo
     tl = xywh[:, :2] - xywh[:, 2:] / 2
     s = scores.astype(np.float32)
     c = classes.astype(np.int64)
-    keep = cv2.dnn.NMSBoxesBatched(np.concatenate([tl, xywh[:, 2:]], 1), s, c.astype(np.int32), conf, iou)
+    # OpenCV's stubs name Sequence[...] where the function takes numpy arrays.
+    keep = cv2.dnn.NMSBoxesBatched(np.concatenate([tl, xywh[:, 2:]], 1), s, c.astype(np.int32),  # type: ignore[arg-type]
+                                   conf, iou)
     keep = np.asarray(keep, dtype=np.int64).reshape(-1)
     keep = keep[np.argsort(-s[keep], kind="stable")][:max_det]
     xyxy = np.concatenate([tl[keep], tl[keep] + xywh[keep, 2:]], 1).astype(np.float32)

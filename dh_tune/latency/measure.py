@@ -8,14 +8,15 @@ from __future__ import annotations
 import platform
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import __version__
 from ..data.preprocess import preprocess
-from ..model import DEPLOY_NMS, DHNet, NMSConfig, postprocess
 from ..gating import GRAPH_KEYS
+from ..model import DEPLOY_NMS, DHNet, NMSConfig, postprocess
 from .table import PARTS, LatencyTable, PartTiming
 from .timing import EXIT_NMS_STEPS, time_steps, timing_image
 
@@ -36,7 +37,8 @@ def device_info(device: torch.device, threads: int, runtime: str = "torch") -> d
     """What identifies the device a table was measured on, and the runtime it was timed in."""
     from ..runtimes import version
 
-    info = {"kind": device.type, "threads": threads, "interop_threads": torch.get_num_interop_threads(),
+    info: dict[str, Any] = {"kind": device.type,
+ "threads": threads, "interop_threads": torch.get_num_interop_threads(),
             "torch": torch.__version__, "cpu_model": cpu_model(), "platform": platform.platform(),
             "hostname": platform.node(), "runtime": {"name": runtime, "version": version(runtime) or "unknown"}}
     if device.type == "cuda":

@@ -20,7 +20,6 @@ from ..model import DEPLOY_NMS, DHNet, NMSConfig
 from .table import PARTS
 from .timing import EXIT_NMS_STEPS, time_steps, timing_image
 
-
 _LOADED: dict[tuple, dict[str, Callable]] = {}
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from ..gating import GRAPH_KEYS, deepest_head, gates_computed, graph_key, plan_graphs
 from .. import fsio
+from ..gating import GRAPH_KEYS, deepest_head, gates_computed, graph_key, plan_graphs
 from ..messages import InputError
 
 SCHEMA_VERSION = 1

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from ..messages import InputError, run_command
+from ..messages import InputError, command_prog, run_command
 from .config import SCALES
 from .dhnet import DHNet
 from .summary import format_summary, summarize
@@ -13,7 +13,7 @@ from .summary import format_summary, summarize
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dh_tune.model",
+        prog=command_prog("model"),
         description="Print parameters and GMACs of a DH-Net when images exit after head 1, 2 or 3.")
     parser.add_argument("--scale", default="s", help=f"YOLOv5 scale ({', '.join(SCALES)}) or DEPTH,WIDTH (default s)")
     parser.add_argument("--nc", type=int, default=33, help="number of classes (default 33, TT100K as in the paper)")

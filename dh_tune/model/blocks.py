@@ -4,6 +4,8 @@ Attribute names (conv, bn, cv1, cv2, cv3, m) follow YOLOv5 so state dicts load b
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -19,7 +21,7 @@ class Conv(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p), bias=False)
-        self.bn = nn.BatchNorm2d(c2)
+        self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2)
         self.act = nn.SiLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,13 +36,13 @@ class Conv(nn.Module):
         """
         if self.bn is None:
             return
-        conv, bn = self.conv, self.bn
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          conv.dilation, conv.groups, bias=True).to(conv.weight.device)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+        bn, mean, var = self.bn, self.bn.running_mean, self.bn.running_var
+        assert mean is not None and var is not None, "BatchNorm2d keeps running statistics"
+        fused = copy.deepcopy(self.conv)
+        scale = bn.weight / torch.sqrt(var + bn.eps)
+        fused.weight.mul_(scale.view(-1, 1, 1, 1))
+        bias = fused.bias if fused.bias is not None else torch.zeros_like(mean)
+        fused.bias = nn.Parameter((bias - mean) * scale + bn.bias)
         self.conv, self.bn = fused, None
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from ..fsio import UnreadableFile, atomic_path, check_regular, sha256_of
-from .dhnet import DHNet
 from ..messages import InputError, first_line
+from .dhnet import DHNet
 
 FORMAT = "dh-tune-checkpoint"
 VERSION = 1
@@ -79,7 +79,7 @@ def build_model(ckpt: dict[str, Any], use_ema: bool = True) -> DHNet:
     """The model stored in a checkpoint (EMA weights when present), in eval mode."""
     args = ckpt["model_args"]
     model = DHNet(tuple(args["scale"]), nc=args["nc"], anchors_px=args["anchors_px"], gates=args["gates"])
-    weights = ckpt.get("ema") if use_ema and ckpt.get("ema") is not None else ckpt["model"]
+    weights = ckpt["ema"] if use_ema and ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(weights)
     return model.eval()
 

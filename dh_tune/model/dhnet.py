@@ -17,8 +17,8 @@ from torch import nn
 from ..gating import gate_rule
 from .blocks import C3, SPPF, Concat, Conv
 from .config import DEFAULT_ANCHORS_PX, STRIDES, Scale, resolve_scale
-from .head import Detect
 from .gate import Gate, scale_gradient
+from .head import Detect
 
 
 def build_yolov5_layers(scale: Scale, nc: int, anchors_px: Sequence) -> nn.ModuleList:
@@ -111,7 +111,7 @@ class DHNet(nn.Module):
         """True once `fuse` has folded every BatchNorm into its convolution (inference only)."""
         return not any(isinstance(m, nn.BatchNorm2d) for m in self.modules())
 
-    def fuse(self) -> "DHNet":
+    def fuse(self) -> DHNet:
         """Fold Conv+BatchNorm in place for inference, the way YOLOv5 does; returns self in eval mode.
 
         Outputs equal the unfused model's within float rounding; the fused model cannot be trained
@@ -123,13 +123,15 @@ class DHNet(nn.Module):
                 m.fuse()
         return self
 
-    def fused(self) -> "DHNet":
+    def fused(self) -> DHNet:
         """A fused copy for inference; this model is left as it is."""
         return self if self.is_fused else copy.deepcopy(self).fuse()
 
     @property
     def detect(self) -> Detect:
-        return self.model[24]
+        head = self.model[24]
+        assert isinstance(head, Detect)
+        return head
 
     @property
     def anchors_px(self) -> torch.Tensor:

@@ -16,6 +16,9 @@ from .config import STRIDES
 class Detect(nn.Module):
     """Per-level prediction convolutions; `anchors` is stored in grid units as YOLOv5 stores it."""
 
+    stride: torch.Tensor  # (levels,) buffer
+    anchors: torch.Tensor  # (levels, anchors, 2) buffer, grid units
+
     def __init__(self, nc: int, anchors_px: Sequence[Sequence[Sequence[float]]], channels: Sequence[int]) -> None:
         super().__init__()
         self.nc = nc
@@ -37,6 +40,7 @@ class Detect(nn.Module):
     def _init_biases(self) -> None:
         """YOLOv5's prior: ~8 objects per 640 image for objectness, 0.6 spread over classes."""
         for conv, s in zip(self.m, self.stride.tolist()):
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None
             b = conv.bias.detach().view(self.na, -1)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
             b[:, 5:] += math.log(0.6 / (self.nc - 0.99999)) if self.nc > 1 else 0.0

@@ -52,7 +52,7 @@ class Detections:
     classes: np.ndarray  # (m,) int64
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
     def __len__(self) -> int:
@@ -81,11 +81,13 @@ def nms_image(pred: torch.Tensor, cfg: NMSConfig = VAL_NMS) -> Detections:
     tl = xywh[:, :2] - xywh[:, 2:] / 2
     s = scores.detach().cpu().numpy().astype(np.float32)
     c = classes.detach().cpu().numpy().astype(np.int64)
-    keep = cv2.dnn.NMSBoxesBatched(np.concatenate([tl, xywh[:, 2:]], 1), s, c.astype(np.int32), cfg.conf, cfg.iou)
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
-    keep = keep[np.argsort(-s[keep], kind="stable")][: cfg.max_det]
-    xyxy = np.concatenate([tl[keep], tl[keep] + xywh[keep, 2:]], 1).astype(np.float32)
-    return Detections(xyxy, s[keep], c[keep])
+    # OpenCV's stubs name Sequence[...] where the function takes numpy arrays.
+    found = cv2.dnn.NMSBoxesBatched(np.concatenate([tl, xywh[:, 2:]], 1), s, c.astype(np.int32),  # type: ignore[arg-type]
+                                    cfg.conf, cfg.iou)
+    kept = np.asarray(found, dtype=np.int64).reshape(-1)
+    kept = kept[np.argsort(-s[kept], kind="stable")][: cfg.max_det]
+    xyxy = np.concatenate([tl[kept], tl[kept] + xywh[kept, 2:]], 1).astype(np.float32)
+    return Detections(xyxy, s[kept], c[kept])
 
 
 def postprocess(maps: list[torch.Tensor], anchors_px: torch.Tensor, strides, cfg: NMSConfig = VAL_NMS) -> list[Detections]:

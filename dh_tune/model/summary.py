@@ -25,7 +25,7 @@ class Cost:
     params: int
     gmacs: float
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         return Cost(self.params + other.params, self.gmacs + other.gmacs)
 
 

@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..messages import finite_float
+from ..messages import command_prog, finite_float
 
 if TYPE_CHECKING:
     from .records import SearchOutcome
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dh_tune.search", description=__doc__.split(":", 1)[1].strip(),
+    p = argparse.ArgumentParser(prog=command_prog("search"), description=__doc__.split(":", 1)[1].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget-ms", type=finite_float, action="append", required=True, dest="budgets",
                    help="latency budget per image in ms on the target device (repeat for several)")

@@ -24,7 +24,7 @@ def best_within(points: list[dict], budget_ms: float, metric: str) -> dict | Non
         return None
     choice = select_for_budget(np.array([p[metric] for p in points]), np.array([p["latency_ms"] for p in points]),
                                budget_ms)
-    return points[choice.index] if choice.feasible else None
+    return points[choice.index] if choice.index is not None else None
 
 
 @dataclass(frozen=True)

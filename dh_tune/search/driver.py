@@ -13,13 +13,14 @@ from pathlib import Path
 
 from .. import fsio
 from ..data.home import dh_tune_home
-from ..messages import InputError, first_line, loads_finite
 from ..latency import LatencyTable
 from ..latency.device_tables import local_latency_tables, tables_from_files
+from ..messages import InputError, first_line, loads_finite
 from ..model import DHNet
 from ..model.checkpoint import checkpoint_eps, checkpoint_loss, load_checkpoint, load_model
 from ..pipeline import Pipeline
-from ..runtimes import resolve as resolve_runtime, version as runtime_version
+from ..runtimes import resolve as resolve_runtime
+from ..runtimes import version as runtime_version
 from ..tracking import SafeLogger, Tracking, resolve_tracking_uri, start_run
 from ..train.data_setup import resolve_dataset
 from .lock import search_lock
@@ -219,7 +220,7 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
             logger = start_run(uri, p.name, f"search-{out.name}", tags={"search_role": "parent", "out": str(out.resolve())})
             if logger is not None:
                 state["parent_run_id"] = logger.run_id
-    tracking = Tracking(uri, logger.run_id, experiment=p.name) if logger else None
+    tracking = Tracking(uri, logger.run_id, experiment=p.name) if logger and uri else None
     state.update(pipeline=p.model_dump(mode="json"), budgets=req.budgets)
     _save_state(out, state)
     try:

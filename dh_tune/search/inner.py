@@ -66,10 +66,12 @@ class DeploymentSpace:
             table = self.tables[imgsz]
             m = table.evaluate(t1, t2)
             mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz], (t1, t2))
+            share1, share2, share3 = (float(s) for s in m.exit_shares)
+            accuracy1, accuracy2 = (float(v) for v in m.gate_accuracy)
+            recall1, recall2 = (float(v) for v in m.gate_recall)
             self._memo[key] = Candidate(
                 imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), mean_ms, p90_ms,
-                tuple(float(s) for s in m.exit_shares), tuple(float(v) for v in m.gate_accuracy),
-                tuple(float(v) for v in m.gate_recall), m.mean_macs / 1e9, source)
+                (share1, share2, share3), (accuracy1, accuracy2), (recall1, recall2), m.mean_macs / 1e9, source)
         return self._memo[key]
 
 

@@ -52,7 +52,7 @@ class TrialSetup:
     cpus_per_worker: float
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "TrialSetup":
+    def from_dict(cls, doc: dict[str, Any]) -> TrialSetup:
         """A setup back from `dataclasses.asdict` (the plain form Ray hands to each trial)."""
         tracking = doc.get("tracking")
         return cls(**{**doc, "tracking": Tracking(**tracking) if tracking else None})
@@ -248,12 +248,12 @@ def paper_point(dims: list[Dimension]) -> dict[str, float]:
 def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sampler: str, seed: int,
               callbacks: list | None = None) -> None:
     """Run n_trials new Tune trials (one at a time on a small machine), Optuna study in sqlite."""
+    from dataclasses import asdict
+
     import optuna
     from optuna.storages import RDBStorage
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
-
-    from dataclasses import asdict
 
     out = Path(setup.out_dir)
     storage = RDBStorage(f"sqlite:///{(out / 'optuna.db').resolve()}")

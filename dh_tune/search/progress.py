@@ -19,7 +19,7 @@ def best_per_budget(docs: list[dict], budgets: list[float], metric: str) -> dict
             out[b] = None
             continue
         choice = select_for_budget(np.array([p[metric] for p in points]), np.array([p["latency_ms"] for p in points]), b)
-        out[b] = points[choice.index][metric] if choice.feasible else None
+        out[b] = points[choice.index][metric] if choice.index is not None else None
     return out
 
 

@@ -120,7 +120,7 @@ def finish(req: SearchRequest, docs: list[dict], latency: dict[int, LatencyTable
         chosen[b] = cand if choice.feasible else None
         results.append(BudgetResult(b, choice.feasible, reason, cand, trial, e.path))
 
-    hv = [d.get("hv_ratio") for d in finished if d.get("hv_ratio") == d.get("hv_ratio") and d.get("hv_ratio")]
+    hv = [float(d["hv_ratio"]) for d in finished if d.get("hv_ratio") == d.get("hv_ratio") and d.get("hv_ratio")]
     models = model_summaries(finished, metric, float(lat.max()) * 1.05)
     front_png = plot_front(points, front, chosen, metric, device_dir / "pareto_front.png",
                            f"{table.device_name}: {len(finished)} trained model(s), {len(points)} points")

@@ -5,12 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..messages import command_prog
 from ..pipeline import Pipeline, load_pipeline
 from ..resources import default_pipeline, find_file
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dh_tune.train", description=__doc__.split(":", 1)[1].strip())
+    p = argparse.ArgumentParser(prog=command_prog("train"), description=__doc__.split(":", 1)[1].strip())
     p.add_argument("--pipeline", default=None, help="pipeline YAML, or the name of a packaged one "
                                                     "(default: pipelines/quickstart.yaml)")
     p.add_argument("--data", default=None, help="dataset (YOLO data YAML, COCO JSON, TT100K root); overrides the pipeline")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..data import DataError, ImageRecord, default_dataset, load_dataset
 from ..pipeline import Pipeline
@@ -31,7 +32,7 @@ def load_splits(pipeline: Pipeline, dataset_spec: str | None = None) -> Splits:
     """Read the dataset and pick the pipeline's train and val splits (val capped by data.val_limit)."""
     spec = resolve_dataset(pipeline, dataset_spec)
     dc = pipeline.data
-    options = {}
+    options: dict[str, Any] = {}
     if dc.min_images_per_class is not None:
         options["min_images"] = dc.min_images_per_class
     if dc.min_instances is not None:

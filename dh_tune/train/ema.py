@@ -36,4 +36,6 @@ class ModelEMA:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DistributedDataParallel keeps the model in .module
+    assert isinstance(inner, nn.Module)
+    return inner

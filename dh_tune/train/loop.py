@@ -28,8 +28,8 @@ from ..model import DHNet
 from ..model.checkpoint import model_args, save_checkpoint
 from ..pipeline import Pipeline
 from .data_setup import load_splits
-from .epoch_hooks import EpochEnd, epoch_hooks
 from .ema import ModelEMA
+from .epoch_hooks import EpochEnd, epoch_hooks
 from .gradients import clip_gradients
 from .schedule import apply_schedule, make_optimizer
 from .validate import fitness, precise_bn, validate
@@ -61,7 +61,7 @@ def seed_everything(seed: int) -> None:
 
 
 def _make_loader(ds, batch: int, ctx: RunContext, seed: int, shuffle: bool, workers: int) -> DataLoader:
-    sampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
+    sampler: DistributedSampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
                                  drop_last=False)
     return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=workers,
                       pin_memory=ctx.device.type == "cuda")
@@ -103,6 +103,8 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
     val_ds = DetectionDataset(splits.val, dc.imgsz, augment=False, cache_images=dc.cache_images)
     per_rank = max(tc.batch_size // ctx.world_size, 1)
     train_loader = _make_loader(train_ds, per_rank, ctx, tc.seed, True, dc.loader_workers)
+    train_sampler = train_loader.sampler
+    assert isinstance(train_sampler, DistributedSampler)
     val_loader = DataLoader(val_ds, batch_size=per_rank * 2, collate_fn=collate, num_workers=dc.loader_workers)
 
     model = DHNet(pipeline.model.scale, nc=len(splits.names)).to(device)
@@ -117,7 +119,8 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
     ema = ModelEMA(model) if tc.ema else None
-    start_epoch, best_fit, history = 0, -1.0, []
+    start_epoch, best_fit = 0, -1.0
+    history: list[dict[str, float]] = []
     if ctx.resume_state is not None:
         start_epoch, best_fit, history = _restore(ctx.resume_state, model, ema, optimizer, scaler)
     if ema is not None:
@@ -133,7 +136,7 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.time()
         net.train()
-        train_loader.sampler.set_epoch(epoch)
+        train_sampler.set_epoch(epoch)
         # Augmentation draws from torch's generator: reseeding per epoch makes a resumed run identical.
         seed_everything(tc.seed + 1000 * epoch + ctx.rank)
         sums = torch.zeros(5)
@@ -168,6 +171,7 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
         ckpt_dir = None
         if main:
             eval_model = ema.ema if ema is not None else model
+            assert isinstance(eval_model, DHNet)  # the EMA is a copy of the model
             precise_bn(eval_model, train_loader, device, tc.precise_bn_batches)
             metrics.update(validate(eval_model, val_loader, device, eps=ls.eps, amp=use_amp))
             metrics["fitness"] = fitness(metrics)

@@ -91,7 +91,7 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
     fsio.write_json(run_dir / RUN_FILE, {
         "pipeline": pipeline.model_dump(mode="json"), "dataset": dataset, "mlflow_run_id": mlflow_run_id,
         "tracking_uri": redact_uri(uri) if uri else uri}, indent=2)
-    tracking = Tracking(uri, logger.run_id) if logger is not None else None
+    tracking = Tracking(uri, logger.run_id) if logger is not None and uri else None
 
     try:
         if use_ray:
