@@ -2,10 +2,13 @@
 
 1. One threshold profile scored from the exit cache vs re-running the dynamic model over the val
    images for that profile (forward, NMS, AP): milliseconds of each and the ratio.
-2. Expected latency of several profiles from this device's latency table vs the measured mean
-   time of the dynamic model per image (pre-processing, heads that run, NMS): error in percent.
-   The table is timed afresh in each pass, next to the measurement: a shared 2-core machine drifts
-   by 20-30% over minutes, which would otherwise swamp the prediction error being measured.
+2. Expected latency of several profiles from this device's latency table vs the latency measured
+   end to end per image, as a user runs a profile (read from disk, letterboxed from its own size,
+   heads that run, decode and NMS): mean and p90 over images, each with its error in percent; the
+   p90 both by latency_stats (mixture of the exits' cost distributions) and by the old rule (90th
+   percentile over images of each image's summed p90 part costs). The table is timed afresh in each
+   pass, next to the measurement: a shared 2-core machine drifts by 20-30% over minutes, which would
+   otherwise swamp the prediction error being measured.
 
     python benchmarks/bench_search_cost.py --checkpoint runs/search/quickstart/base/weights/best.pt
 """
@@ -56,30 +59,69 @@ def run_dynamic(predictor, images: list[np.ndarray]) -> tuple[list, list[int], f
     return outs, levels, (time.perf_counter() - t0) * 1000 / len(images)
 
 
+def run_from_disk(predictor, paths: list[Path]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """Exit level, end-to-end ms and disk-read ms of each image: read (cv2.imread), then the predictor
+    (letterbox from the image's own size, the heads that run, decode and NMS), as a user runs a profile."""
+    import cv2
+
+    levels, total, read = [], np.empty(len(paths)), np.empty(len(paths))
+    for i, path in enumerate(paths):
+        t0 = time.perf_counter()
+        img = cv2.imread(str(path))
+        t1 = time.perf_counter()
+        pred = predictor(img)
+        t2 = time.perf_counter()
+        levels.append(pred.exit_level)
+        total[i], read[i] = (t2 - t0) * 1000, (t1 - t0) * 1000
+    return levels, total, read
+
+
+def old_p90(levels: np.ndarray, table, profile: tuple[float, float]) -> float:
+    """The previous p90 estimate, for comparison: 90th percentile over images of each image's summed p90 part
+    costs (it counts the tail twice: the slow images, then the slow run of each)."""
+    costs = table.exit_cost_ms("p90", profile)[np.asarray(levels, dtype=np.int64) - 1]
+    return float(np.quantile(costs, 0.9, method="inverted_cdf"))
+
+
 def predicted_vs_measured(model, size: int, levels: list[np.ndarray], profiles: list[tuple[float, float]], predictors: list,
-                          images: list[np.ndarray], passes: int, threads: int, runtime: str = "torch") -> list[dict]:
-    """Per profile: latency the device table predicts and the measured mean ms per image, with the error.
+                          paths: list[Path], passes: int, threads: int, runtime: str = "torch") -> list[dict]:
+    """Per profile: mean and p90 latency the device table predicts and the measured end-to-end ms per image.
 
     In each pass every predictor runs over all images as a deployed model runs (one profile over a stream
-    of frames, the first one rotating), each right after the device table is timed afresh, so that its
-    prediction and its measurement see the machine in the same state; medians over the passes are kept.
+    of frames read from disk, the first profile rotating), each right after the device table is timed afresh
+    (on the first image), so that its prediction and its measurement see the machine in the same state;
+    medians over the passes are kept, errors are the median of each pass's error.
     """
-    from dh_tune.latency import expected_latency
+    import cv2
+
+    from dh_tune.latency import latency_stats, shares_of
     from dh_tune.latency.measure import latency_table
 
+    frame = cv2.imread(str(paths[0]))
     for pred in predictors:  # warm-up
-        run_dynamic(pred, images[:10])
+        run_from_disk(pred, paths[:10])
+    keys = ("predicted_ms", "measured_ms", "predicted_p90_ms", "predicted_p90_old_ms", "measured_p90_ms", "read_ms")
     k = len(predictors)
-    predicted, measured = np.zeros((passes, k)), np.zeros((passes, k))
+    got = {key: np.zeros((passes, k)) for key in keys}
     for p in range(passes):
         for j in [(p + i) % k for i in range(k)]:
             table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0, runtime=runtime,
-                                  image=images[0])
-            predicted[p, j] = expected_latency(levels[j], table, profiles[j])[0]
-            measured[p, j] = run_dynamic(predictors[j], images)[2]
-    error = 100 * (predicted - measured) / measured
-    return [{"predicted_ms": float(a), "measured_ms": float(b), "error_pct": float(e)} for a, b, e in
-            zip(np.median(predicted, 0), np.median(measured, 0), np.median(error, 0))]
+                                  image=frame)
+            stats = latency_stats(shares_of(levels[j]), table, profiles[j])
+            _, ms, read = run_from_disk(predictors[j], paths)
+            for key, v in zip(keys, (stats["mean"], float(ms.mean()), stats["p90"], old_p90(levels[j], table, profiles[j]),
+                                     float(np.percentile(ms, 90)), float(read.mean()))):
+                got[key][p, j] = v
+
+    def error(predicted: str, measured: str) -> np.ndarray:
+        return np.median(100 * (got[predicted] - got[measured]) / got[measured], 0)
+
+    errors = {"error_pct": error("predicted_ms", "measured_ms"),
+              "error_p90_pct": error("predicted_p90_ms", "measured_p90_ms"),
+              "error_p90_old_pct": error("predicted_p90_old_ms", "measured_p90_ms")}
+    medians = {key: np.median(v, 0) for key, v in got.items()}
+    return [{**{key: float(v[j]) for key, v in medians.items()}, **{key: float(v[j]) for key, v in errors.items()}}
+            for j in range(k)]
 
 
 def runtime_predictors(model, size: int, profiles: list[tuple[float, float]], runtime: str, folder: Path) -> list:
@@ -144,15 +186,16 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    pixels = [read_image(r.path) for r in records]
-    ground_truth = [(r.boxes, r.classes) for r in records]
     profiles = list(dict.fromkeys((float(t1), float(t2)) for t1, t2 in profiles))
     if latency_only:
         with tempfile.TemporaryDirectory(prefix="bench-search-cost-") as tmp:
             return {"latency_by_runtime": {r: [{"t1": p[0], "t2": p[1], **t} for p, t in zip(profiles, predicted_vs_measured(
                 model, size, [table.exit_levels(*p) for p in profiles], profiles,
-                runtime_predictors(model, size, profiles, r, Path(tmp)), pixels, repeats, threads, r))]
+                runtime_predictors(model, size, profiles, r, Path(tmp)), [Path(rec.path) for rec in records], repeats,
+                threads, r))]
                 for r in runtimes}}
+    pixels = [read_image(r.path) for r in records]
+    ground_truth = [(r.boxes, r.classes) for r in records]
     rows = []
     val_pred = Predictor(model, size, (0.0, 0.0), nms=VAL_NMS)
     for t1, t2 in profiles:
@@ -193,6 +236,10 @@ def format_rows(doc: dict) -> str:
     for runtime, rows in doc.get("latency_by_runtime", {}).items():
         lines.append(f"{runtime}: " + ", ".join(f"({r['t1']:g},{r['t2']:g}) {r['predicted_ms']:.2f}/{r['measured_ms']:.2f} ms "
                                                  f"{r['error_pct']:+.1f}%" for r in rows))
+        lines += [f"  p90 ({r['t1']:g},{r['t2']:g}): measured {r['measured_p90_ms']:.2f} ms; predicted "
+                  f"{r['predicted_p90_ms']:.2f} ({r['error_p90_pct']:+.1f}%), old rule {r['predicted_p90_old_ms']:.2f} "
+                  f"({r['error_p90_old_pct']:+.1f}%); disk read {r['read_ms']:.2f} ms of the measured mean"
+                  for r in rows if "measured_p90_ms" in r]
     return "\n".join(lines)
 
 

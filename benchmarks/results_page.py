@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import gpu_page  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import trust_page  # noqa: E402
 
 from dh_tune.paper import TABLE1 as PAPER_TABLE1  # noqa: E402
 from dh_tune.paper import TABLE2 as PAPER_TABLE2  # noqa: E402
@@ -312,7 +313,8 @@ def write(results: dict, path: Path, figures: Path) -> Path:
              *tradeoff_section(search, figures), *dynamic_section(results["dynamic"], figures),
              *(runtimes_section(results["runtimes"], figures) if "runtimes" in results else []),
              *cost_section(results["search_cost"], results["throughput"]), "",
-             *gpu_page.section(results.get("gpu") or {}, number=8)]
+             *gpu_page.section(results.get("gpu") or {}, number=8),
+             *trust_page.section(results, number=9)]
     path.write_text("\n".join(lines))
     return path
 
@@ -348,6 +350,7 @@ def summary_rows(results: dict) -> list[list[str]]:
          ">= 1000x"],
         ["one profile, 1,000 images", f"{max(r['cache_ms'] for r in syn):.2f} ms", "< 5 ms"],
         ["predicted vs measured latency", f"{worst:.1f}% worst", "< 10%"],
+        *trust_page.summary_rows(results),
         *runtime_summary(results),
         ["Optuna vs exact grid hypervolume", _pct(cost["hv_ratio_min"]), ">= 99%"],
         ["training images/s, 1 vs 2 workers", " vs ".join(f"{r['images_per_s']:.0f}" for r in thr)

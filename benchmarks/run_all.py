@@ -34,7 +34,7 @@ QUICK = {"data": {"imgsz": 128, "synth": {"train": 600, "val": 150}},
          "search": {"trials": 2, "deploy_imgsz": [96, 128, 160]}}
 ESTIMATE_MIN = {True: 10, False: 55}
 SECTIONS = ("table2", "table1", "search", "static", "gate_parity", "throughput", "accuracy", "dynamic",
-            "runtimes", "search_cost")
+            "runtimes", "search_cost", "budget_stat")
 # Input sizes of the dynamic-vs-static section and epochs of the gate-parity trainings, per mode.
 DYNAMIC_SIZES = {True: [128, 224], False: [224, 320, 640]}
 # Sizes and rounds of the runtimes section, and the runtimes whose latency prediction is checked, per mode.
@@ -120,7 +120,8 @@ def search(pipeline, out: Path, budgets: list[float]) -> dict:
     budgets_doc = []
     for b in outcome.budgets:
         budgets_doc.append({"budget_ms": b.budget_ms, "feasible": b.feasible, "reason": b.reason,
-                            "profile": str(b.profile_path), "candidate": b.candidate})
+                            "profile": str(b.profile_path), "candidate": b.candidate,
+                            "trust": trust(json.loads(Path(b.profile_path).read_text()), pipeline.search.metric)})
     hv = [t.get("hv_ratio") for t in outcome.trials if t.get("status") == "finished"]
     hv = [h for h in hv if h == h and h is not None]
     base = out / "base" / "weights" / "best.pt"
@@ -132,6 +133,18 @@ def search(pipeline, out: Path, budgets: list[float]) -> dict:
             "trials": len([t for t in outcome.trials if t.get("status") == "finished" and t.get("role") is None]),
             "hv_ratio_min": min(hv) if hv else None, "base_checkpoint": str(base) if base.is_file() else None,
             "front_png": str(next((out / "profiles").glob("*/pareto_front.png"), "")) or None}
+
+
+def trust(profile: dict, metric: str) -> dict:
+    """What a profile promises on held-out images against what the images that chose it said (the optimism
+    of reporting on the selection images), with its 95% interval and how many rivals it cannot be told from."""
+    seen, held = profile.get("selection", profile["expected"]), profile["expected"]
+    optimism = seen[metric] - held[metric] if seen.get(metric) is not None and held.get(metric) is not None else None
+    return {"metric": metric, "selection_ap": seen.get(metric), "test_ap": held.get(metric), "optimism": optimism,
+            "interval": (profile.get("intervals") or {}).get(metric), "indistinguishable": profile.get("indistinguishable"),
+            "compared_with": profile.get("compared_with"), "budget_stat": profile.get("budget_stat", "mean"),
+            "holdout": profile.get("holdout"), "latency_p90_ms": held.get("latency_p90_ms"),
+            "latency_p90_interval": ((profile.get("intervals") or {}).get("latency_ms") or {}).get("p90")}
 
 
 def static(pipeline, out: Path) -> dict:
@@ -298,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "dynamic": lambda: dynamic(results["search"], images, DYNAMIC_SIZES[args.quick]),
         "runtimes": lambda: runtimes(results["search"], out, RUNTIME_SIZES[args.quick], RUNTIME_ROUNDS[args.quick]),
         "search_cost": lambda: search_cost(results["search"], min(images, 150), args.quick, out),
+        "budget_stat": lambda: _in_own_process("bench_budget_stat.py", out / "budget_stat.json", "--out",
+                                               str(out / "search")),
     }
     from dh_tune.data import DataError
     from dh_tune.model.checkpoint import CheckpointError

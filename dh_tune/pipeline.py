@@ -40,6 +40,8 @@ class DataConfig(_Section):
     synth: SynthConfig = SynthConfig()
     train_split: str = "train"
     val_split: str = "val"
+    # Held-out images that report on the chosen profiles; a dataset without this split has its val split divided.
+    test_split: str | None = "test"
     cache_images: bool = True
     loader_workers: int = Field(0, ge=0)
     min_images_per_class: int | None = None  # TT100K class filter (paper: 15)
@@ -144,6 +146,16 @@ class SearchSettings(_Section):
     search_space: str = Field(default_factory=default_search_space)
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
     seed: int = 0
+    # Profiles are chosen on calibration images and reported on held-out test images: the dataset's test split,
+    # else this share of the val split (stratified by gate labels, seeded by holdout_seed).
+    holdout_fraction: float = Field(0.5, gt=0.0, lt=1.0)
+    holdout_seed: int = 0
+    # The latency statistic over images that a budget bounds. p90: a per-frame budget is about the slow frames,
+    # and at most one frame in ten may overrun; p99 would rest on one or two images of a few-hundred-image split.
+    budget_stat: Literal["mean", "p90", "p99"] = "p90"
+    # "best": the highest AP within the budget; "safest": the fastest profile whose AP interval overlaps the best's.
+    select: Literal["best", "safest"] = "best"
+    bootstrap_resamples: int = Field(1000, ge=100)  # resamples of the 95% intervals every profile carries
 
     @field_validator("deploy_imgsz")
     @classmethod

@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=60, help="timed repeats after warm-up (default 60)")
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up repeats (default 10)")
     p.add_argument("--max-seconds", type=finite_float, default=60.0, help="stop repeating after this long (default 60)")
+    p.add_argument("--retries", type=int, default=2,
+                   help="re-time a measurement whose parts spread out (p90 over 1.5x the median and 0.25 ms above "
+                        "it) up to this many times; parts that stay so are marked unstable (default 2)")
     p.add_argument("--image", type=Path, default=None,
                    help="a representative input frame: pre-processing and NMS are timed on it (default: noise "
                         "at the input size, so no resize is timed)")
@@ -67,6 +70,8 @@ def profile(args: argparse.Namespace) -> int:
 
     if args.imgsz <= 0 or args.imgsz % 32:
         raise InputError(f"--imgsz {args.imgsz}: must be a positive multiple of 32")
+    if args.retries < 0:
+        raise InputError(f"--retries {args.retries}: give 0 or more")
     if args.gpu and not torch.cuda.is_available():
         raise InputError("--gpu: no CUDA device is visible to torch")
     sha = None
@@ -88,17 +93,21 @@ def profile(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if args.gpu else "cpu")
     table = latency_table(model, args.imgsz, device=device, threads=args.threads, batch=args.batch,
                           repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds,
-                          checkpoint_sha256=sha, runtime=runtime, image=frame)
+                          checkpoint_sha256=sha, runtime=runtime, image=frame, retries=args.retries)
     table.save(args.out)
     print(f"{table.device_name}, {runtime} {table.runtime['version']}, input {args.imgsz}, batch {args.batch}")
     for name, part in table.parts.items():
-        print(f"  {name:<10} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms   ({part.repeats} runs)")
+        print(f"  {name:<10} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms   p99 {part.p99_ms:8.3f} ms   "
+              f"({part.repeats} runs)")
     for name, part in table.graphs.items():
         print(f"  graph {name:<17} median {part.median_ms:8.3f} ms   p90 {part.p90_ms:8.3f} ms")
     exits = table.exit_cost_ms("median", (0.5, 0.5))
     print("  exit after head 1 / 2 / 3, through the gates: " + " / ".join(f"{v:.2f} ms" for v in exits))
     static = [table.exit_cost_ms("median", STATIC_THRESHOLDS[k])[k - 1] for k in (1, 2, 3)]
     print("  static YOLOv5 with 1 / 2 / 3 heads (no gate):  " + " / ".join(f"{v:.2f} ms" for v in static))
+    if table.unstable_parts:
+        print(f"  unstable (spread out after {table.measurement['attempts']} attempts; measure again on a quiet "
+              f"machine): {', '.join(table.unstable_parts)}")
     print(f"written to {args.out}")
     return 0
 

@@ -79,6 +79,16 @@ SCHEMA: dict[str, Any] = {
                            "best_dynamic": {"type": ["object", "null"]}, "dynamic_gain": {"type": ["number", "null"]},
                            "min_dynamic_gain": {"type": "number", "minimum": 0}, "static_wins": {"type": "boolean"}},
         },
+        # Chosen on calibration images, reported ("expected") on held-out test images: what the choice saw.
+        "selection": {"type": "object", "additionalProperties": True},
+        "holdout": {"type": "object", "additionalProperties": True,
+                    "properties": {"calibration_images": {"type": "integer", "minimum": 1},
+                                   "test_images": {"type": "integer", "minimum": 1}, "seed": {"type": "integer"}}},
+        "budget_stat": {"enum": ["mean", "p90", "p99"]},
+        "select": {"enum": ["best", "safest"]},
+        "intervals": {"type": ["object", "null"], "additionalProperties": True},
+        "indistinguishable": {"type": "integer", "minimum": 0},
+        "compared_with": {"type": "integer", "minimum": 0},
         "dh_tune_version": {"type": "string"},
         "created_at": {"type": "string", "minLength": 10},
     },
@@ -140,26 +150,39 @@ def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str]
                  candidate: dict,
                  metric: str, hyperparameters: dict, checkpoint_rel: str, checkpoint_sha256: str,
                  model: dict, note: str | None = None, extra_training: dict | None = None,
-                 comparison: dict | None = None) -> dict[str, Any]:
+                 comparison: dict | None = None, confidence: dict | None = None, holdout: dict | None = None,
+                 table_created_at: str | None = None) -> dict[str, Any]:
     """Assemble (and validate) a profile document from a chosen search candidate.
 
     `configuration` says whether the profile is a static network (no gate computed) or gated;
-    `comparison` records the best static network and the best gated profile within the same budget.
+    `comparison` records the best static network and the best gated profile within the same budget. A candidate
+    scored on held-out images (`candidate["test"]`) reports those as `expected` and keeps what the choice saw
+    (calibration images) as `selection`; `confidence` adds the budget statistic, the selection rule, the
+    bootstrap intervals and how many rivals are indistinguishable.
     """
     t1, t2 = float(candidate["t1"]), float(candidate["t2"])
     level = static_exit(t1, t2)
+    seen = {"ap50": candidate["ap50"], "ap50_95": candidate["ap50_95"], "latency_mean_ms": candidate["latency_ms"],
+            "latency_p90_ms": candidate["latency_p90_ms"], "latency_p99_ms": candidate.get("latency_p99_ms"),
+            "exit_shares": list(candidate["exit_shares"]), "gate_accuracy": list(candidate["gate_accuracy"]),
+            "mean_gmacs": candidate["mean_gmacs"]}
+    test = candidate.get("test")
+    expected = seen if not test else {
+        "ap50": test["ap50"], "ap50_95": test["ap50_95"], "latency_mean_ms": test["latency_ms"],
+        "latency_p90_ms": test["latency_p90_ms"], "latency_p99_ms": test.get("latency_p99_ms"),
+        "exit_shares": list(test["exit_shares"]), "split": "test"}
+    device = {"name": device_name, "table_digest": table_digest, "runtime": dict(runtime)}
+    if table_created_at:
+        device["table_created_at"] = table_created_at
     doc = {
         "schema_version": SCHEMA_VERSION, "kind": KIND,
-        "device": {"name": device_name, "table_digest": table_digest, "runtime": dict(runtime)},
+        "device": device,
         "budget_ms": float(budget_ms), "feasible": bool(feasible),
         "thresholds": [float(candidate["t1"]), float(candidate["t2"])], "imgsz": int(candidate["imgsz"]),
         "metric": metric,
         "training": {"hyperparameters": hyperparameters, **(extra_training or {}),
                      "checkpoint": {"path": checkpoint_rel, "sha256": checkpoint_sha256}},
-        "expected": {"ap50": candidate["ap50"], "ap50_95": candidate["ap50_95"],
-                     "latency_mean_ms": candidate["latency_ms"], "latency_p90_ms": candidate["latency_p90_ms"],
-                     "exit_shares": list(candidate["exit_shares"]), "gate_accuracy": list(candidate["gate_accuracy"]),
-                     "mean_gmacs": candidate["mean_gmacs"]},
+        "expected": expected,
         "model": model,
         "configuration": {"kind": "static" if level else "dynamic",
                           "heads": STATIC_NAMES[level] if level else "gated",
@@ -171,6 +194,11 @@ def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str]
         doc["note"] = note
     if comparison is not None:
         doc["comparison"] = comparison
+    if test:
+        doc["selection"] = {**seen, "split": "calibration"}
+    if holdout:
+        doc["holdout"] = {k: v for k, v in holdout.items() if not k.endswith("_indices")}
+    doc.update(confidence or {})
     doc = _finite_or_none(json.loads(json.dumps(doc, default=_jsonable)))
     validate(doc, "<new profile>")
     return doc

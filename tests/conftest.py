@@ -70,7 +70,7 @@ def _tiny_pipeline_doc(data_yaml: str, imgsz: int = 128, epochs: int = 30, width
                   "warmup_epochs": 3, "warmup_bias_lr": 0.0, "threads": 2, "augment": NO_AUGMENT, **train},
         "ray": {"workers": 1, "cpus_per_worker": 1},
         "search": {"trials": 2, "trial_epochs": 1, "deploy_imgsz": [96, 128], "threshold_trials": 40,
-                   "grid_steps": 11},
+                   "grid_steps": 11, "bootstrap_resamples": 100},
     }
 
 
@@ -78,6 +78,18 @@ def _tiny_pipeline_doc(data_yaml: str, imgsz: int = 128, epochs: int = 30, width
 def tiny_pipeline_doc() -> Callable[..., dict]:
     """Factory of the tiny pipeline document (parameters: see _tiny_pipeline_doc), one definition for every test."""
     return _tiny_pipeline_doc
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny DH-Net (2 classes, 64 px) saved as a checkpoint, for tests that need no accuracy."""
+    from dh_tune.model import DHNet
+    from dh_tune.model.checkpoint import model_args, save_checkpoint
+
+    model = DHNet((0.33, 0.25), nc=2)
+    return save_checkpoint(tmp_path_factory.mktemp("untrained") / "model.pt",
+                           {"model": model.state_dict(), "model_args": model_args(model), "names": ["a", "b"],
+                            "epoch": 0, "config": {"data": {"imgsz": 64}}})
 
 
 @pytest.fixture(scope="session")

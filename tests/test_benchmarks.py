@@ -77,7 +77,7 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tiny_pipeline_doc, be
     pipeline = tmp_path / "tiny.yaml"
     pipeline.write_text(yaml.safe_dump(tiny_pipeline_doc(tiny_dataset, epochs=2)))
     readme = tmp_path / "README.md"
-    readme.write_text("# project\n\nintro\n\n## Results\n\n" + run_all.results_page.README_BEGIN + "\nold\n"
+    readme.write_text("# project\n\nintro\n\n## Results\n\n" + run_all.results_page.README_BEGIN + "\nstale block\n"
                       + run_all.results_page.README_END + "\n\n## After\n")
     results = tmp_path / "bench" / "RESULTS.md"
     args = ["--quick", "--pipeline", str(pipeline), "--out", str(tmp_path / "work"), "--results", str(results),
@@ -86,19 +86,28 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tiny_pipeline_doc, be
 
     page = results.read_text()
     for heading in ("Model cost (paper Table 2)", "Dataset (paper Table 1)", "Accuracy", "Speed/accuracy",
-                    "Dynamic vs static", "Deployment runtimes", "Search cost"):
+                    "Dynamic vs static", "Deployment runtimes", "Search cost", "What a profile promises",
+                    "frames over the budget"):
         assert heading in page
     assert "-0.65M (34.7%)" in page  # the paper's Table 2 value, labelled beside ours
     for png in ("figure5_gates.png", "figure7_thresholds.png", "pareto_front.png", "dynamic_vs_static.png",
                 "runtimes.png"):
         assert (results.parent / "results" / png).stat().st_size > 1000
     text = readme.read_text()
-    assert "old" not in text and text.startswith("# project") and text.rstrip().endswith("## After")
+    assert "stale block" not in text and text.startswith("# project") and text.rstrip().endswith("## After")
     assert "Optuna vs exact grid hypervolume" in text and "predicted vs measured latency per runtime" in text
+    assert "optimism" in text and "frames over budget, budget on mean / on p90" in text
 
     stored = json.loads((tmp_path / "work" / "results.json").read_text())
     assert stored["search"]["trials"] == 2
     assert [b["budget_ms"] for b in stored["search"]["budgets"]] == [5.0, 1000.0]
+    for b in stored["search"]["budgets"]:  # held-out AP against the AP the choice saw, with its interval
+        t = b["trust"]
+        assert t["optimism"] == pytest.approx(t["selection_ap"] - t["test_ap"]) and len(t["interval"]) == 2
+    rules = [(r["budget_ms"], r["rule"]) for r in stored["budget_stat"]["rows"]]
+    assert rules == [(5.0, "mean"), (5.0, "p90"), (1000.0, "mean"), (1000.0, "p90")]
+    generous = [r for r in stored["budget_stat"]["rows"] if r["budget_ms"] == 1000.0]
+    assert all(r["frames_over_budget"] == 0.0 and r["measured_p90_ms"] > 0 for r in generous)
     # A second run reuses every measured section: same numbers, nothing trained again.
     mtime = (tmp_path / "work" / "search" / "base" / "weights" / "last.pt").stat().st_mtime
     assert run_all.main(args) == 0

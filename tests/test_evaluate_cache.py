@@ -2,6 +2,8 @@
 outputs, exit levels agree with the model's, and the cache is reused only when nothing changed."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from reference import coco_reference
@@ -65,9 +67,13 @@ def test_evaluate_command_prints_metrics_and_draws_plots(trained_tiny, tmp_path,
     assert profile_main(["--checkpoint", str(trained_tiny), "--imgsz", "128", "--repeats", "5", "--warmup", "1",
                          "--out", str(table)]) == 0
     assert main(["--checkpoint", str(trained_tiny), "--thresholds", "0.4", "0.6", "--device-table", str(table),
-                 "--plots", str(tmp_path / "plots")]) == 0
+                 "--plots", str(tmp_path / "plots"), "--resamples", "200"]) == 0
     out = capsys.readouterr().out
-    assert "AP50" in out and "gate 1: accuracy" in out and "expected latency" in out
+    assert "AP50" in out and "gate 1: accuracy" in out and "predicted latency" in out
+    assert "[95% intervals: 200 bootstrap resamples" in out and "p90" in out
+    ap_line = next(line for line in out.splitlines() if line.strip().startswith("AP50 "))
+    low, high = (float(v) for v in re.findall(r"AP50 [\d.]+ \[([\d.]+), ([\d.]+)\]", ap_line)[0])
+    assert 0 <= low <= high <= 1
     assert (tmp_path / "plots" / "figure5_gates.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "figure7_thresholds.png").stat().st_size > 1000
     assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2

@@ -61,6 +61,8 @@ def test_exit_costs_add_the_parts_each_exit_runs():
     np.testing.assert_allclose(table.exit_cost_ms("p90"), [8.0, 11.75, 14.5])
     with pytest.raises(ValueError, match="statistic"):
         table.exit_cost_ms("mean")
+    with pytest.raises(LatencyTableError, match="Test CPU x2 has no p99 times .*re-measure the device"):
+        table.exit_cost_ms("p99")  # recorded since; this table predates it
 
 
 def test_expected_latency_mean_and_p90():
@@ -69,8 +71,14 @@ def test_expected_latency_mean_and_p90():
     both = (0.5, 0.5)
     mean_ms, p90_ms = expected_latency(levels, table, both)
     assert mean_ms == pytest.approx((6 * 5.75 + 3 * 9.0 + 11.0) / 10)
-    assert p90_ms == 11.75  # 9 of 10 images cost at most the head-2 p90 cost
-    assert expected_latency(np.array([1] * 8 + [3] * 2), table, both)[1] == 14.5
+    # Each exit's cost runs from its summed medians (half the runs, no min recorded) linearly to its summed p90s
+    # at 0.9: exit 1 5.75 -> 8.0, exit 2 9.0 -> 11.75, exit 3 11.0 -> 14.5 ms. Above 11 ms every head-1 image
+    # (0.6) is done, head 2 is at 0.5 + 0.4 (x - 9) / 2.75 and head 3 at 0.5 + 0.4 (x - 11) / 3.5 of its runs:
+    # 0.6 + 0.3 F2 + 0.1 F3 = 0.9 solves to x = 11.2311 ms (the old rule said 11.75: the p90 image's p90 cost).
+    x = (0.1 + 0.12 * 9 / 2.75 + 0.04 * 11 / 3.5) / (0.12 / 2.75 + 0.04 / 3.5)
+    assert p90_ms == pytest.approx(x) and x == pytest.approx(11.2311, abs=1e-4)
+    # 8 of 10 images done by 8 ms; the other 2 leave after head 3, half of whose runs take its median, 11 ms.
+    assert expected_latency(np.array([1] * 8 + [3] * 2), table, both)[1] == pytest.approx(11.0)
     assert expected_latency(np.array([3, 3]), table, both) == (11.0, 14.5)
     with pytest.raises(ValueError, match="1, 2 or 3"):
         expected_latency(np.array([0, 1]), table, both)
@@ -157,6 +165,8 @@ MALFORMED = {
     "bad imgsz": (broken(lambda d: d["model"].update(imgsz=415)), r"model/imgsz"),
     "bad sha": (broken(lambda d: d["model"].update(checkpoint_sha256="xyz")), r"checkpoint_sha256"),
     "p90 below median": (broken(lambda d: d["parts"]["gate1"].update(p90_ms=0.1)), r"p90_ms is below median_ms"),
+    "p99 below p90": (broken(lambda d: d["parts"]["stage1"].update(p99_ms=4.5)), r"p99_ms is below p90_ms"),
+    "unstable not names": (broken(lambda d: d["measurement"].update(unstable_parts=[1])), r"measurement/unstable"),
     "bad date": (broken(lambda d: d.update(created_at="yesterday at noon")), r"created_at"),
     "not an object": ([1, 2, 3], r"top level: \[1, 2, 3\] is not of type 'object'"),
 }
@@ -217,3 +227,82 @@ def test_an_early_exit_is_charged_its_own_decode_and_nms(tmp_path):
     bad["exit_nms"]["3"] = bad["exit_nms"]["1"]
     with pytest.raises(LatencyTableError, match="exit_nms"):
         LatencyTable.from_dict(bad, "t.json")
+
+
+class FakeClock:
+    """Stands in for the time module in dh_tune.latency.timing: time passes only when a fake step says so."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.ns
+
+    def perf_counter(self) -> float:
+        return self.ns / 1e9
+
+
+def fake_steps(clock: FakeClock, names: tuple[str, ...], warmup: int, repeats: int, noisy: dict[str, int]):
+    """Steps of 1 ms each (one of 0.05 ms named "tiny"); a step in `noisy` takes 6 ms every 4th run during its
+    first noisy[name] measurements (0: always), as if another process took the CPU."""
+    calls = dict.fromkeys(names, 0)
+
+    def step(name: str):
+        def run() -> None:
+            attempt, i = divmod(calls[name], warmup + repeats)
+            calls[name] += 1
+            base = 0.05 if name == "tiny" else 1.0
+            disturbed = name in noisy and (noisy[name] == 0 or attempt < noisy[name]) and i % 4 == 0
+            ms = 6.0 if disturbed else base * (1 + 0.01 * (i % 3))
+            if name == "tiny" and i % 4 == 0:
+                ms = 0.2  # four times its median, but 0.15 ms: scheduler jitter no budget notices
+            clock.ns += int(ms * 1e6)
+        return run
+
+    return [step(n) for n in names]
+
+
+def test_a_disturbed_step_is_timed_again_and_named_when_it_stays_so(monkeypatch) -> None:
+    from dh_tune.latency import timing
+
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "time", clock)
+    names = ("steady", "settles", "noisy", "tiny")
+    steps = fake_steps(clock, names, warmup=2, repeats=20, noisy={"settles": 1, "noisy": 0})
+    times, unstable, attempts = timing.time_until_stable(
+        lambda: timing.time_steps(steps, repeats=20, warmup=2, max_seconds=1e9, names=names), retries=2)
+    assert unstable == ["noisy"] and attempts == 3
+    assert max(times["settles"]) < 1.05  # the retry's quiet samples replaced the disturbed ones
+    assert max(times["noisy"]) == pytest.approx(6.0) and len(times["steady"]) == 20
+    assert not timing.is_unstable(times["tiny"]) and timing.is_unstable(times["noisy"])
+    quiet = fake_steps(clock, names, warmup=2, repeats=20, noisy={})
+    assert timing.time_until_stable(lambda: timing.time_steps(quiet, repeats=20, warmup=2, max_seconds=1e9,
+                                                              names=names))[1:] == ([], 1)
+
+
+def test_a_table_records_its_unstable_parts_through_a_save_and_load(monkeypatch, tmp_path, caplog) -> None:
+    import torch
+
+    from dh_tune.latency import measure, timing
+    from dh_tune.model import DHNet
+
+    clock = FakeClock()
+    monkeypatch.setattr(timing, "time", clock)
+    names = (*PARTS, *timing.EXIT_NMS_STEPS)
+    steps = fake_steps(clock, names, warmup=2, repeats=20, noisy={"stage1": 1, "stage3": 0})
+
+    def fake_measure_parts(model, imgsz, *, device, batch, repeats, warmup, max_seconds, image):
+        return timing.time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds, names=names)
+
+    monkeypatch.setattr(measure, "measure_parts", fake_measure_parts)
+    with caplog.at_level("WARNING", logger="dh_tune.latency.measure"):
+        table = measure.latency_table(DHNet((0.33, 0.25), nc=2), 96, repeats=20, warmup=2, max_seconds=1e9)
+    device = measure.device_info(torch.device("cpu"), torch.get_num_threads())["name"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: timings of stage3 on {device} stayed spread out after 3 attempts (a busy machine?); the table "
+        "marks them unstable"]
+    table.save(tmp_path / "t.json")
+    again = LatencyTable.load(tmp_path / "t.json")
+    assert again.unstable_parts == ["stage3"] and again.measurement["attempts"] == 3
+    assert again.parts["stage1"].p90_ms < 1.05 and again.parts["stage3"].p99_ms == pytest.approx(6.0)
+    assert LatencyTable.from_dict(document()).unstable_parts == []

@@ -20,8 +20,7 @@ from dh_tune.detect import main as detect_main
 from dh_tune.export.dhnet_runtime import DeploymentError
 from dh_tune.export.dhnet_runtime import file_sha256 as bundle_sha256
 from dh_tune.messages import loads_finite
-from dh_tune.model import DHNet
-from dh_tune.model.checkpoint import CheckpointError, file_sha256, load_checkpoint, model_args, save_checkpoint
+from dh_tune.model.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from dh_tune.predict import Predictor
 from dh_tune.search.export import export_profile
 from dh_tune.threshold_profiles import ProfileError, load_profile, make_profile, save_profile
@@ -33,12 +32,9 @@ NEVER_HANG = pytest.mark.timeout(60, func_only=True)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained tiny DH-Net saved as a checkpoint (a fraction of a second; nothing here needs accuracy)."""
-    model = DHNet((0.33, 0.25), nc=2)
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt",
-                           {"model": model.state_dict(), "model_args": model_args(model), "names": ["a", "b"],
-                            "epoch": 0, "config": {"data": {"imgsz": 64}}})
+def checkpoint(untrained_checkpoint: Path) -> Path:
+    """Nothing here needs accuracy: the untrained tiny DH-Net."""
+    return untrained_checkpoint
 
 
 @pytest.fixture
@@ -145,7 +141,8 @@ def test_a_profile_checkpoint_stays_inside_the_profile_folder(checkpoint, image,
         assert line.startswith(f"error: {profile}: its checkpoint path") and "outside" in line
     # A checkpoint the user names is theirs to name; the layout the search writes loads as it is.
     assert Predictor.from_profile(absolute, tmp_path / "model.pt").imgsz == 64
-    table = SimpleNamespace(device_name="Test CPU", runtime=TORCH, digest=lambda: "e" * 64)
+    table = SimpleNamespace(device_name="Test CPU", runtime=TORCH, digest=lambda: "e" * 64,
+                            created_at="2026-11-26T10:00:00+00:00")
     searched = export_profile(tmp_path / "search", budget_ms=10, feasible=True, reason="fits", candidate=CANDIDATE,
                               trial={"checkpoint": str(checkpoint), "trial_id": 0}, metric="ap50", table=table)
     assert load_profile(searched.path).checkpoint_path().parent == searched.path.parent / "checkpoints"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dh_tune.latency import LatencyTable, expected_latency
@@ -97,6 +98,24 @@ def test_inner_search_front_latency_and_hypervolume(exit_tables) -> None:
         DeploymentSpace(exit_tables, {})
 
 
+def test_chosen_on_calibration_images_reported_on_test_images_budgeted_on_p90(exit_tables) -> None:
+    latency = {s: _latency(s, s / 128) for s in exit_tables}
+    n = exit_tables[128].num_images
+    cal, test = np.arange(0, n, 2), np.arange(1, n, 2)
+    space = DeploymentSpace({s: t.subset(cal) for s, t in exit_tables.items()}, latency,
+                            test_tables={s: t.subset(test) for s, t in exit_tables.items()}, budget_stat="p90")
+    result = inner_search(space, metric="ap50", grid_steps=6, n_trials=20, seed=0)
+    lat = [c.budget_latency_ms for c in result.front]
+    assert lat == sorted(lat) and all(c.budget_latency_ms == c.latency_p90_ms for c in result.front)
+    for c in result.front[:4]:
+        held = space.held_out(c)
+        assert held.ap50 == c.ap50 and held.test is not None
+        assert held.test["ap50"] == pytest.approx(exit_tables[c.imgsz].subset(test).evaluate(c.t1, c.t2).ap50)
+        assert held.to_dict()["test"]["latency_p90_ms"] > 0
+    plain = DeploymentSpace({s: t.subset(cal) for s, t in exit_tables.items()}, latency)
+    assert plain.held_out(result.front[0]).test is None  # no test images: nothing to report on
+
+
 def test_a_trial_setup_comes_back_whole_from_the_plain_form_ray_hands_to_trials() -> None:
     import pickle
     from dataclasses import asdict, replace
@@ -111,3 +130,24 @@ def test_a_trial_setup_comes_back_whole_from_the_plain_form_ray_hands_to_trials(
     assert back == setup and isinstance(back.tracking, Tracking)
     assert pickle.loads(pickle.dumps(back)) == setup
     assert TrialSetup.from_dict(asdict(replace(setup, tracking=None))).tracking is None
+
+
+def test_budget_statistic_and_selection_rule_come_from_the_command_line_or_the_pipeline(monkeypatch) -> None:
+    from dh_tune.search import __main__ as cli
+    from dh_tune.search.records import SearchRequest
+
+    seen: list[SearchRequest] = []
+
+    def fake_search(req: SearchRequest):
+        seen.append(req)
+        raise KeyboardInterrupt  # stop before anything runs
+
+    monkeypatch.setattr("dh_tune.search.driver.run_search", fake_search)
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--budget-ms", "5", "--budget-stat", "p99", "--select", "safest"])
+    assert (seen[0].pipeline.search.budget_stat, seen[0].pipeline.search.select) == ("p99", "safest")
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--budget-ms", "5"])
+    assert (seen[1].pipeline.search.budget_stat, seen[1].pipeline.search.select) == ("p90", "best")
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--budget-ms", "5", "--budget-stat", "p50"])

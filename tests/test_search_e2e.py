@@ -140,7 +140,15 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
         assert prof.checkpoint_path().is_file()
         assert prof.doc["budget_ms"] == b["budget_ms"]
         assert prof.doc["configuration"]["kind"] in ("static", "dynamic") and "comparison" in prof.doc
+        # Chosen on calibration images, reported on the held-out half, with intervals, budgeted on p90.
+        holdout = prof.doc["holdout"]
+        assert holdout["calibration_images"] + holdout["test_images"] == 8 and holdout["test_fraction"] == 0.5
+        assert prof.doc["expected"]["split"] == "test" and prof.doc["selection"]["split"] == "calibration"
+        assert prof.doc["budget_stat"] == "p90" and prof.doc["intervals"]["resamples"] == 100
+        low, high = prof.doc["intervals"]["latency_ms"]["p90"]
+        assert low <= prof.doc["expected"]["latency_p90_ms"] <= high
     assert (device_dir / "pareto_front.png").stat().st_size > 1000
+    assert "| # | profile |" in (device_dir / "profiles_compare.md").read_text()
     # Static YOLOv5 is on the same front: the base (a plain detector, its gates on detached features) run with
     # one, two and three heads at every deployment size, no gate computed.
     base_doc = json.loads((out / "reference" / "base" / "result.json").read_text())
@@ -169,7 +177,8 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     for r in profiles:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.data.tags["device"]
         assert r.data.tags["runtime"] == fastest_installed()
-        assert {"t1", "t2", "imgsz"} <= set(r.data.params) and "latency_mean_ms" in r.data.metrics
+        assert {"t1", "t2", "imgsz"} <= set(r.data.params)
+        assert {"expected_latency_mean_ms", "selection_ap50_95", "ap50_95_ci_low"} <= set(r.data.metrics)
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert any(n.endswith(".json") for n in names) and "pareto_front.png" in names
 

@@ -14,7 +14,14 @@ from ..messages import InputError, command_prog, finite_float, run_command
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog=command_prog("evaluate"), description=__doc__.split(":", 1)[1].strip())
-    p.add_argument("--checkpoint", type=Path, required=True, help="dh-tune checkpoint (best.pt or last.pt)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", type=Path, help="dh-tune checkpoint (best.pt or last.pt) to score")
+    what.add_argument("--compare", type=Path, nargs="+", metavar="PROFILE",
+                      help="print exported profiles side by side (device, budget, AP with its 95%% interval, "
+                           "latency, exit shares) and flag the pairs whose AP intervals do not overlap")
+    what.add_argument("--check-latency", type=Path, metavar="PROFILE",
+                      help="re-time this device now for the profile and report how far its latency has drifted "
+                           "from the profile's promise (and when the profile's table was timed)")
     p.add_argument("--data", default=None, help="dataset (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the pipeline's val split)")
     p.add_argument("--thresholds", type=finite_float, nargs=2, default=(0.5, 0.5), metavar=("T1", "T2"),
@@ -25,19 +32,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,
                    help="runtime this machine is timed in without --device-table (default: the fastest installed)")
     p.add_argument("--plots", type=Path, default=None, help="write Figure 5 (gates) and Figure 7 (thresholds) PNGs here")
+    p.add_argument("--resamples", type=int, default=1000,
+                   help="bootstrap resamples of the images behind each 95%% interval (default 1000; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples (default 0)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.compare:
+        return run_command(lambda: compare(args.compare))
+    if args.check_latency:
+        return run_command(lambda: check(args.check_latency))
     return run_command(lambda: evaluate(args))
+
+
+def compare(paths: list[Path]) -> int:
+    """Print the profiles side by side; pairs whose AP intervals do not overlap are named."""
+    from ..threshold_profiles import load_profile
+    from .profile_table import compare_profiles
+
+    text, _ = compare_profiles([load_profile(p) for p in paths])
+    print(text)
+    return 0
+
+
+def check(path: Path) -> int:
+    """Re-time this device for the profile and print the drift of its latency from the profile's promise."""
+    from .latency_check import check_latency, format_latency_check
+
+    print(format_latency_check(check_latency(path)))
+    return 0
 
 
 def evaluate(args: argparse.Namespace) -> int:
     """Score the checkpoint's profile at the given thresholds, print the report and draw the plots."""
     from ..data import DataError, dh_tune_home, load_dataset
     from ..data.images import read_image
-    from ..latency import LatencyTable, expected_latency
+    from ..latency import LatencyTable, latency_stats
     from ..latency.device_tables import local_latency_tables
     from ..model.checkpoint import (
         checkpoint_data_format,
@@ -48,6 +80,7 @@ def evaluate(args: argparse.Namespace) -> int:
         load_model,
     )
     from ..runtimes import resolve
+    from .bootstrap import bootstrap_profile
     from .console import print_report
     from .exit_cache import cached_exit_table
     from .figures import write_plots
@@ -55,6 +88,8 @@ def evaluate(args: argparse.Namespace) -> int:
     t1, t2 = args.thresholds
     if not (0 <= t1 <= 1 and 0 <= t2 <= 1):
         raise InputError(f"--thresholds {t1} {t2}: thresholds lie in [0, 1]")
+    if args.resamples < 0:
+        raise InputError(f"--resamples {args.resamples}: give 0 (no intervals) or more")
     model, ckpt = load_model(args.checkpoint)
     imgsz = args.imgsz or checkpoint_imgsz(ckpt)
     if imgsz % 32:
@@ -77,9 +112,11 @@ def evaluate(args: argparse.Namespace) -> int:
                                        image=frame)[imgsz]
     metrics = table.evaluate(t1, t2, per_class=True)
     full = table.evaluate(0.0, 0.0)
-    mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), latency, (t1, t2))
-    full_ms = expected_latency(table.exit_levels(0.0, 0.0), latency, (0.0, 0.0))[0]
-    print_report(metrics, full, ds.names, (mean_ms, p90_ms), full_ms, latency.device_name, len(records), imgsz)
+    stats = latency_stats(metrics.exit_shares, latency, (t1, t2))
+    full_ms = latency_stats(full.exit_shares, latency, (0.0, 0.0))["mean"]
+    ci = bootstrap_profile(table, t1, t2, latency=latency, resamples=args.resamples, seed=args.seed) \
+        if args.resamples and table.num_images else None
+    print_report(metrics, full, ds.names, stats, full_ms, latency.device_name, len(records), imgsz, ci)
     if args.plots:
         for path in write_plots(table, latency, args.plots, t1, t2):
             print(f"plot: {path}")

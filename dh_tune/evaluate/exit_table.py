@@ -162,6 +162,26 @@ class ExitTable:
         """
         return len(self.gate_scores)
 
+    def subset(self, images: np.ndarray) -> ExitTable:
+        """The table of the given images only (in their original order), renumbered 0..n-1.
+
+        A held-out split is a subset of one table built over all evaluation images: one pass, one cache file.
+        """
+        keep = np.unique(np.asarray(images, dtype=np.int64).reshape(-1))
+        if len(keep) and (keep[0] < 0 or keep[-1] >= self.num_images):
+            raise ValueError(f"image index outside [0, {self.num_images})")
+        new_id = np.full(self.num_images, -1, np.int64)
+        new_id[keep] = np.arange(len(keep))
+
+        def part(det: ExitDetections) -> ExitDetections:
+            rows = new_id[det.image] >= 0
+            return ExitDetections(new_id[det.image[rows]], det.score[rows], det.cls[rows], det.matches[rows])
+
+        levels = tuple(part(d) for d in self.levels)
+        return ExitTable(self.gate_scores[keep], self.gate_labels[keep], self.gt_counts[keep],
+                         levels, self.macs_per_exit, self.gate_macs,  # type: ignore[arg-type]
+                         {**self.metadata, "subset_images": len(keep)})
+
     def exit_levels(self, t1: float, t2: float) -> np.ndarray:
         """Exit level (N,) int8 of every image: 1 if gate 1 < t1, else 2 if gate 2 < t2, else 3.
 
@@ -206,16 +226,19 @@ class ExitTable:
             )
         return self._index
 
-    def class_ap(self, levels: np.ndarray) -> np.ndarray:
+    def class_ap(self, levels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         """Per-class AP (C, 10) when image i keeps the detections of exit level ``levels[i]``.
 
-        NaN for classes without ground truth; equal to COCOeval on those final detections.
+        NaN for classes without ground truth; equal to COCOeval on those final detections. ``weights`` (N,)
+        counts each image that many times (0 drops it), as a bootstrap resample with replacement draws it.
         """
         levels = np.asarray(levels, dtype=np.int8).reshape(-1)
         if len(levels) != self.num_images:
             raise ValueError(f"need one exit level per image ({self.num_images}), got {len(levels)}")
         idx = self._profile_index()
         keep = levels[idx.image] == idx.level
+        if weights is not None:
+            return self._weighted_class_ap(idx, keep, np.asarray(weights, dtype=np.int64).reshape(-1))
         kept_before = np.empty(len(keep) + 1, dtype=np.int32)  # kept detections before each position
         kept_before[0] = 0
         np.cumsum(keep, out=kept_before[1:])
@@ -224,10 +247,28 @@ class ExitTable:
         rank = kept_before[pos + 1] - kept_before[idx.class_start][cls]  # place among the kept of its class
         return class_ap_from_tp(idx.tp_group[sel], rank, idx.gt_total)
 
-    def ap_for_levels(self, levels: np.ndarray) -> dict[str, float]:
+    def _weighted_class_ap(self, idx: _ProfileIndex, keep: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """class_ap with image i counted weights[i] times: its copies sit side by side in COCO order."""
+        if len(weights) != self.num_images or (weights < 0).any():
+            raise ValueError(f"need one non-negative weight per image ({self.num_images})")
+        per_position = np.where(keep, weights[idx.image], 0)
+        before = np.zeros(len(per_position) + 1, dtype=np.int64)  # weighted kept detections before each position
+        np.cumsum(per_position, out=before[1:])
+        sel = np.flatnonzero(per_position[idx.tp_pos] > 0)
+        pos, cls = idx.tp_pos[sel], idx.tp_cls[sel]
+        copies = per_position[pos]
+        first = before[pos] - before[idx.class_start][cls]  # kept detections of the class ranked above
+        entry = np.repeat(np.arange(len(sel)), copies)
+        within = np.arange(len(entry)) - np.repeat(np.cumsum(copies) - copies, copies)
+        gt_total = weights @ self.gt_counts.astype(np.int64)
+        return class_ap_from_tp(idx.tp_group[sel][entry], first[entry] + within + 1, gt_total)
+
+    def ap_for_levels(self, levels: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
         """AP50 and AP50:95 when image i keeps the detections of exit ``levels[i]``, however chosen
-        (an oracle gate that knows the labels, say, rather than thresholds on the gate scores)."""
-        summary = summarize(self.class_ap(levels), self._profile_index().gt_total)
+        (an oracle gate that knows the labels, say, rather than thresholds on the gate scores); ``weights``
+        as in ``class_ap``."""
+        gt_total = self._profile_index().gt_total if weights is None else weights @ self.gt_counts.astype(np.int64)
+        summary = summarize(self.class_ap(levels, weights), gt_total, per_class=False)
         return {"ap50": summary["ap50"], "ap50_95": summary["ap50_95"]}
 
     def label_levels(self) -> np.ndarray:
@@ -269,8 +310,7 @@ class ExitTable:
         """
         path = Path(path)
         arrays: dict[str, Any] = {  # Any: numpy's stub would match a value against savez's allow_pickle
-            "format_version"
-: np.array(FORMAT_VERSION),
+            "format_version": np.array(FORMAT_VERSION),
             "metadata": np.array(json.dumps(self.metadata, sort_keys=True)),
             "gate_scores": self.gate_scores,
             "gate_labels": self.gate_labels,

@@ -4,6 +4,7 @@ Pure schema, file and arithmetic code (numpy and jsonschema only); the timing it
 """
 from __future__ import annotations
 
+from dh_tune.latency.distribution import BUDGET_STATS, expected_latency, latency_stats, predicted_latency, shares_of
 from dh_tune.latency.table import (
     EXIT_PARTS,
     PARTS,
@@ -12,10 +13,10 @@ from dh_tune.latency.table import (
     LatencyTable,
     LatencyTableError,
     PartTiming,
-    expected_latency,
 )
 
 __all__ = [
+    "BUDGET_STATS",
     "EXIT_PARTS",
     "PARTS",
     "SCHEMA",
@@ -24,4 +25,7 @@ __all__ = [
     "LatencyTableError",
     "PartTiming",
     "expected_latency",
+    "latency_stats",
+    "predicted_latency",
+    "shares_of",
 ]

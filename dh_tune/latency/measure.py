@@ -1,10 +1,12 @@
 """Measure DH-Net's parts on this device: pre-processing, stage 1, gate 1, stage 2, gate 2, stage 3, NMS.
 
 Parts are timed in pipeline order inside every repeat, so drift of the machine (clock, other
-load) hits all of them alike; CUDA work is synchronised around each part.
+load) hits all of them alike; CUDA work is synchronised around each part. A disturbed measurement
+is repeated, and the parts that stay spread out are named in the table.
 """
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from datetime import datetime, timezone
@@ -18,7 +20,9 @@ from ..data.preprocess import preprocess
 from ..gating import GRAPH_KEYS
 from ..model import DEPLOY_NMS, DHNet, NMSConfig, postprocess
 from .table import PARTS, LatencyTable, PartTiming
-from .timing import EXIT_NMS_STEPS, time_steps, timing_image
+from .timing import EXIT_NMS_STEPS, RETRIES, Timings, time_steps, time_until_stable, timing_image
+
+logger = logging.getLogger(__name__)
 
 
 def cpu_model() -> str:
@@ -97,11 +101,13 @@ def measure_parts(model: DHNet, imgsz: int, *, device: torch.device, batch: int 
 def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = None, threads: int | None = None,
                   batch: int = 1, repeats: int = 60, warmup: int = 10, max_seconds: float = 30.0,
                   checkpoint_sha256: str | None = None, scale_name: str | None = None,
-                  runtime: str = "torch", image: np.ndarray | None = None) -> LatencyTable:
+                  runtime: str = "torch", image: np.ndarray | None = None, retries: int = RETRIES) -> LatencyTable:
     """Measure this device in `runtime` (torch, onnxruntime, openvino) and return its latency table.
 
     Deployment runtimes run on the CPU at batch 1 with `threads` threads (default: torch's thread count);
-    their tables also time every graph a profile can deploy, as deployed (`LatencyTable.graphs`).
+    their tables also time every graph a profile can deploy, as deployed (`LatencyTable.graphs`). A
+    disturbed measurement is repeated up to `retries` times (each up to max_seconds); steps that stay
+    spread out are listed in ``measurement.unstable_parts`` and named in one warning.
     """
     device = device or torch.device("cpu")
     if runtime != "torch" and (device.type != "cpu" or batch != 1):
@@ -113,24 +119,32 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
     try:
         t0 = time.perf_counter()
         used_threads = torch.get_num_threads()
-        if runtime == "torch":
-            times = measure_parts(model, imgsz, device=device, batch=batch, repeats=repeats, warmup=warmup,
-                                  max_seconds=max_seconds, image=frame)
-        else:
+
+        def run() -> Timings:
+            if runtime == "torch":
+                return measure_parts(model, imgsz, device=device, batch=batch, repeats=repeats, warmup=warmup,
+                                     max_seconds=max_seconds, image=frame)
             from .runtime_parts import measure_parts_runtime
 
-            times = measure_parts_runtime(model, imgsz, runtime, threads=used_threads, repeats=repeats,
-                                          warmup=warmup, max_seconds=max_seconds, image=frame)
+            return measure_parts_runtime(model, imgsz, runtime, threads=used_threads, repeats=repeats,
+                                         warmup=warmup, max_seconds=max_seconds, image=frame)
+
+        times, unstable, attempts = time_until_stable(run, retries=retries)
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(previous)
     timings = {p: PartTiming(median_ms=float(np.median(v)), p90_ms=float(np.percentile(v, 90)), repeats=len(v),
-                             mean_ms=float(np.mean(v)), min_ms=float(np.min(v))) for p, v in times.items()}
+                             mean_ms=float(np.mean(v)), min_ms=float(np.min(v)), p99_ms=float(np.percentile(v, 99)))
+               for p, v in times.items()}
+    info = device_info(device, used_threads, runtime)
+    if unstable:
+        logger.warning("warning: timings of %s on %s stayed spread out after %d attempts (a busy machine?); the "
+                       "table marks them unstable", ", ".join(unstable), info["name"], attempts)
     parts = {p: timings[p] for p in PARTS}
     graphs = {g: timings[f"graph:{g}"] for g in GRAPH_KEYS if f"graph:{g}" in timings}
     exit_nms = {name.split(":")[1]: timings[name] for name in EXIT_NMS_STEPS}
     return LatencyTable(
-        device=device_info(device, used_threads, runtime),
+        device=info,
         model={"scale": scale_name or [model.scale.depth, model.scale.width], "nc": model.nc, "imgsz": imgsz,
                "batch": batch, "checkpoint_sha256": checkpoint_sha256},
         parts=parts,
@@ -139,5 +153,6 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measurement={"warmup": warmup, "interleaved": True, "synchronized": device.type == "cuda", "fused": True,
                      "dh_tune": __version__, "seconds": round(seconds, 3), "runtime": runtime,
-                     "frame": {"width": int(frame.shape[1]), "height": int(frame.shape[0]), "noise": image is None}},
+                     "frame": {"width": int(frame.shape[1]), "height": int(frame.shape[0]), "noise": image is None},
+                     "attempts": attempts, "unstable_parts": unstable},
     )

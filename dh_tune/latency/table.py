@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,8 @@ A gate whose threshold decides alone (see `dh_tune.gating`) is not computed and 
 
 GATE_PARTS = ("gate1", "gate2")
 
-STATISTICS = ("median", "p90")
+STATISTICS = ("median", "p90", "p99", "min")
+"""Per-part statistics an exit's cost can be summed from (p99 and min only where the table recorded them)."""
 
 _PART_SCHEMA = {
     "type": "object",
@@ -44,6 +46,7 @@ _PART_SCHEMA = {
     "properties": {
         "median_ms": {"type": "number", "minimum": 0},
         "p90_ms": {"type": "number", "minimum": 0},
+        "p99_ms": {"type": "number", "minimum": 0},  # optional: tables measured before it was recorded lack it
         "mean_ms": {"type": "number", "minimum": 0},
         "min_ms": {"type": "number", "minimum": 0},
         "repeats": {"type": "integer", "minimum": 1},
@@ -125,6 +128,8 @@ SCHEMA: dict[str, Any] = {
                 "synchronized": {"type": "boolean"},
                 "dh_tune": {"type": "string"},
                 "seconds": {"type": "number", "minimum": 0},
+                # Steps whose repeats stayed spread out (a disturbed machine) after the re-timing retries.
+                "unstable_parts": {"type": "array", "items": {"type": "string"}},
             },
             "additionalProperties": True,
         },
@@ -146,17 +151,21 @@ class LatencyTableError(InputError):
 
 @dataclass(frozen=True)
 class PartTiming:
-    """Median and 90th-percentile wall time of one part, over ``repeats`` timed runs."""
+    """Median and 90th-percentile wall time of one part, over ``repeats`` timed runs.
+
+    Mean, minimum and 99th percentile are optional: older tables lack them and still load.
+    """
 
     median_ms: float
     p90_ms: float
     repeats: int
     mean_ms: float | None = None
     min_ms: float | None = None
+    p99_ms: float | None = None
 
     def __post_init__(self) -> None:
         # Plain floats and ints, so the canonical JSON (and the digest) survives a save/load trip.
-        for name in ("median_ms", "p90_ms", "mean_ms", "min_ms"):
+        for name in ("median_ms", "p90_ms", "mean_ms", "min_ms", "p99_ms"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, float(value))
@@ -168,7 +177,8 @@ class PartTiming:
         Optional statistics that were not recorded are left out rather than written as null.
         """
         out: dict[str, Any] = {"median_ms": self.median_ms, "p90_ms": self.p90_ms, "repeats": self.repeats}
-        out.update({k: v for k, v in (("mean_ms", self.mean_ms), ("min_ms", self.min_ms)) if v is not None})
+        optional = (("mean_ms", self.mean_ms), ("min_ms", self.min_ms), ("p99_ms", self.p99_ms))
+        out.update({k: v for k, v in optional if v is not None})
         return out
 
 
@@ -197,6 +207,8 @@ def _check(doc: Any, source: str) -> None:
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: times must be finite")
         if part["p90_ms"] < part["median_ms"]:
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: p90_ms is below median_ms")
+        if part.get("p99_ms", math.inf) < part["p90_ms"]:
+            raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: p99_ms is below p90_ms")
     try:
         datetime.fromisoformat(doc["created_at"])
     except ValueError:
@@ -234,6 +246,12 @@ class LatencyTable:
     def runtime(self) -> dict[str, str]:
         """Name and version of the runtime the parts were timed in (tables without the field: torch)."""
         return dict(self.device.get("runtime") or {"name": "torch", "version": str(self.device["torch"]).split("+")[0]})
+
+    @property
+    def unstable_parts(self) -> list[str]:
+        """Timed steps whose repeats stayed spread out after re-timing (a disturbed machine); empty when all
+        were steady or the table predates the check."""
+        return [str(p) for p in self.measurement.get("unstable_parts", [])]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document of this table (schema version included).
@@ -312,45 +330,41 @@ class LatencyTable:
         With ``graphs`` timed: pre-processing + the deployed graphs the image runs + NMS. Otherwise from the
         parts: head 1 is preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3,
         and a gate left out (its threshold decides alone, `dh_tune.gating`) costs nothing. NMS is the
-        exit's own (``exit_nms``: decode and NMS of the maps of the heads that ran) where timed.
+        exit's own (``exit_nms``: decode and NMS of the maps of the heads that ran) where timed. "p99" and
+        "min" need a table that recorded them (LatencyTableError otherwise).
         """
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
+        costs = self.exit_costs(lambda t: getattr(t, f"{statistic}_ms"), thresholds)
+        if np.isnan(costs).any():
+            raise LatencyTableError(f"latency table of {self.device_name} has no {statistic} times (measured before "
+                                    "dh-tune recorded them); re-measure the device")
+        return costs
+
+    def exit_costs(self, value: Callable[[PartTiming], float | None],
+                   thresholds: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+        """Cost (3,) of each exit summed from `value` of each part or graph it runs (see `exit_cost_ms`).
+
+        A part whose value is None makes the exits that run it NaN, so callers can tell which exits lack it.
+        """
         if len(thresholds) != 2 or any(isinstance(t, bool) for t in thresholds):
             raise TypeError(f"thresholds must be two numbers (t1, t2), got {thresholds!r}")
         missing = [p for p in PARTS if p not in self.parts]
         if missing:
             raise LatencyTableError(f"latency table of {self.device_name} lacks parts {missing}")
-        attr = f"{statistic}_ms"
+
+        def ms(timing: PartTiming) -> float:
+            v = value(timing)
+            return math.nan if v is None else float(v)
+
         t1, t2 = float(thresholds[0]), float(thresholds[1])
-        nms = getattr(self.parts["nms"], attr)
+        nms = ms(self.parts["nms"])
         # Decode and NMS see only the maps of the heads an image ran (tables without exit_nms: all three).
-        post = np.array([getattr(self.exit_nms[k], attr) if k in self.exit_nms else nms for k in ("1", "2")] + [nms])
+        post = np.array([ms(self.exit_nms[k]) if k in self.exit_nms else nms for k in ("1", "2")] + [nms])
         if self.graphs:
-            pre = getattr(self.parts["preprocess"], attr)
+            pre = ms(self.parts["preprocess"])
             last = deepest_head(t1, t2)
-            graphs = [(g[0][0], getattr(self.graphs[graph_key(g, last)], attr)) for g in plan_graphs(t1, t2)]
-            return pre + post + np.array([sum(ms for first, ms in graphs if first <= level) for level in (1, 2, 3)])
+            graphs = [(g[0][0], ms(self.graphs[graph_key(g, last)])) for g in plan_graphs(t1, t2)]
+            return pre + post + np.array([sum(v for first, v in graphs if first <= level) for level in (1, 2, 3)])
         skipped = {g for g, on in zip(GATE_PARTS, gates_computed(t1, t2)) if not on} | {"nms"}
-        return post + np.array([sum(getattr(self.parts[p], attr) for p in parts if p not in skipped)
-                                for parts in EXIT_PARTS])
-
-
-def expected_latency(exit_levels: np.ndarray, table: LatencyTable,
-                     thresholds: tuple[float, float]) -> tuple[float, float]:
-    """Expected (mean_ms, p90_ms) per image of a profile with gate `thresholds`, from each image's exit level.
-
-    The thresholds say which gates run and which graphs a deployment holds (a static configuration
-    computes no gate). mean_ms: mean over images of the summed median times of the
-    parts (or deployed graphs) the image runs. p90_ms: 90th percentile over images (the smallest cost at or below which
-    >= 90% of images fall) of the summed p90 part times, a conservative estimate of the tail latency.
-    """
-    levels = np.asarray(exit_levels).reshape(-1)
-    if len(levels) == 0:
-        raise ValueError("exit_levels is empty")
-    if not np.isin(levels, (1, 2, 3)).all():
-        raise ValueError("exit levels must be 1, 2 or 3")
-    index = levels.astype(np.int64) - 1
-    mean_ms = float(table.exit_cost_ms("median", thresholds)[index].mean())
-    p90_ms = float(np.quantile(table.exit_cost_ms("p90", thresholds)[index], 0.9, method="inverted_cdf"))
-    return mean_ms, p90_ms
+        return post + np.array([sum(ms(self.parts[p]) for p in parts if p not in skipped) for parts in EXIT_PARTS])

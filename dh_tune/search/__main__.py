@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--remeasure", action="store_true", help="time this machine afresh instead of reusing its tables")
     p.add_argument("--checkpoint", type=Path, default=None, help="skip training: search thresholds for this checkpoint")
     p.add_argument("--metric", choices=["ap50", "ap50_95"], default=None, help="AP to maximise (default: pipeline, ap50_95)")
+    p.add_argument("--budget-stat", choices=["mean", "p90", "p99"], default=None,
+                   help="latency statistic over images that a budget bounds (default: pipeline, p90: a per-frame "
+                        "budget is about the slow frames, and p90 lets at most one frame in ten overrun while "
+                        "still resting on enough images of a held-out split; p99 would rest on one or two)")
+    p.add_argument("--select", choices=["best", "safest"], default=None,
+                   help="within a budget, 'best': highest AP on the calibration images (default); 'safest': the "
+                        "fastest profile whose 95%% AP interval overlaps the best one's")
     p.add_argument("--out", type=Path, default=None, help="search folder (default: runs/search/<pipeline>); "
                                                           "re-running with the same folder resumes")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster instead of starting Ray in-process")
@@ -69,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise InputError(f"--budget-ms {bad[0]:g}: a budget must be a positive number of milliseconds")
         pipeline = load_pipeline(find_file(args.pipeline, "pipelines") if args.pipeline else default_pipeline())
-        if args.metric:
-            pipeline = pipeline.with_overrides(search={"metric": args.metric})
+        overrides = {k: v for k, v in (("metric", args.metric), ("budget_stat", args.budget_stat),
+                                       ("select", args.select)) if v is not None}
+        if overrides:
+            pipeline = pipeline.with_overrides(search=overrides)
         out = (args.out or Path("runs/search") / pipeline.name).resolve()
         req = SearchRequest(pipeline=pipeline, budgets=sorted(set(args.budgets)), out=out, trials=args.trials,
                             device_tables=args.device_tables, checkpoint=args.checkpoint,

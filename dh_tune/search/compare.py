@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .inner import budget_latency
 from .outer import PAPER_POINT
 from .pareto import hypervolume, pareto_front, select_for_budget
 
@@ -19,10 +20,10 @@ def is_static(point: dict) -> bool:
 
 
 def best_within(points: list[dict], budget_ms: float, metric: str) -> dict | None:
-    """The highest-AP point whose mean latency fits the budget (ties: faster), or None."""
+    """The highest-AP point whose budget latency (mean, p90 or p99) fits the budget (ties: faster), or None."""
     if not points:
         return None
-    choice = select_for_budget(np.array([p[metric] for p in points]), np.array([p["latency_ms"] for p in points]),
+    choice = select_for_budget(np.array([p[metric] for p in points]), np.array([budget_latency(p) for p in points]),
                                budget_ms)
     return points[choice.index] if choice.index is not None else None
 
@@ -51,7 +52,8 @@ class BudgetComparison:
         return self.best_static is not None and (gain is None or gain <= self.min_gain)
 
     def to_dict(self) -> dict:
-        keep = ("trial_id", "imgsz", "t1", "t2", "heads", "static_exit", "ap50", "ap50_95", "latency_ms")
+        keep = ("trial_id", "imgsz", "t1", "t2", "heads", "static_exit", "ap50", "ap50_95", "latency_ms",
+                "budget_latency_ms")
         pick = (lambda p: None if p is None else {k: p.get(k) for k in keep})
         return {"metric": self.metric, "best_static": pick(self.best_static),
                 "best_dynamic": pick(self.best_dynamic), "dynamic_gain": self.dynamic_gain,
@@ -84,7 +86,7 @@ def model_summaries(docs: list[dict], metric: str, ref_latency: float) -> list[d
         if d.get("status") != "finished":
             continue
         pts = d.get("front", []) + d.get("static", [])
-        ap, lat = np.array([p[metric] for p in pts]), np.array([p["latency_ms"] for p in pts])
+        ap, lat = np.array([p[metric] for p in pts]), np.array([budget_latency(p) for p in pts])
         hv = hypervolume(ap, lat, ref_latency) if len(pts) else 0.0
         m = d.get("train_metrics", {})
         gated = [p for p in d.get("front", []) if not is_static(p)]

@@ -11,15 +11,17 @@ import torch
 
 from ..data import ImageRecord
 from ..evaluate.exit_cache import cached_exit_table
+from ..evaluate.holdout import Holdout
 from ..latency import LatencyTable
 from ..model.checkpoint import file_sha256, load_model
 from .inner import DeploymentSpace
 
 
 def deployment_space(checkpoint: str | Path, records: Sequence[ImageRecord], sizes: Sequence[int],
-                     latency: dict[int, LatencyTable], *, eps: float, cache_dir: Path,
-                     progress: bool = True) -> DeploymentSpace:
-    """Exit tables of the checkpoint on the val records at every size that has a latency table."""
+                     latency: dict[int, LatencyTable], *, eps: float, cache_dir: Path, progress: bool = True,
+                     holdout: Holdout | None = None, budget_stat: str = "mean") -> DeploymentSpace:
+    """Exit tables of the checkpoint on the evaluation records at every size that has a latency table; with
+    a holdout, profiles are scored on its calibration images and reported on its test images."""
     model, _ = load_model(checkpoint)
     sha = file_sha256(checkpoint)
     wanted = sorted((s for s in sizes if s in latency), reverse=True)  # largest first: the longest job starts early
@@ -37,4 +39,10 @@ def deployment_space(checkpoint: str | Path, records: Sequence[ImageRecord], siz
             tables = dict(zip(wanted, pool.map(build, wanted)))
     finally:
         torch.set_num_threads(previous)
-    return DeploymentSpace({s: tables[s] for s in sorted(tables)}, {s: latency[s] for s in sorted(tables)})
+    sizes_done = sorted(tables)
+    if holdout is None:
+        return DeploymentSpace({s: tables[s] for s in sizes_done}, {s: latency[s] for s in sizes_done},
+                               budget_stat=budget_stat)
+    return DeploymentSpace({s: tables[s].subset(holdout.calibration) for s in sizes_done},
+                           {s: latency[s] for s in sizes_done},
+                           test_tables={s: tables[s].subset(holdout.test) for s in sizes_done}, budget_stat=budget_stat)

@@ -27,7 +27,8 @@ def budget_name(budget_ms: float) -> str:
 
 
 def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: str, candidate: dict, trial: dict,
-                   metric: str, table: LatencyTable, comparison: dict | None = None) -> Exported:
+                   metric: str, table: LatencyTable, comparison: dict | None = None,
+                   confidence: dict | None = None) -> Exported:
     """Write one profile, and copy its checkpoint beside it named by content (a copy that does not match
     the checkpoint's SHA-256, say truncated by a kill, is copied again)."""
     device_dir = out_dir / "profiles" / slug(table.device_name)
@@ -44,7 +45,8 @@ def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: s
         candidate=candidate, metric=metric, hyperparameters=trial.get("params", {}),
         checkpoint_rel=rel.as_posix(), checkpoint_sha256=sha,
         model={"scale": args["scale"], "nc": args["nc"], "names": meta.get("names", [])},
-        note=reason, extra_training={"trial_id": trial["trial_id"]}, comparison=comparison)
+        note=reason, extra_training={"trial_id": trial["trial_id"]}, comparison=comparison, confidence=confidence,
+        holdout=trial.get("holdout"), table_created_at=table.created_at)
     path = save_profile(doc, device_dir / budget_name(budget_ms))
     return Exported(budget_ms, path, doc, reason)
 

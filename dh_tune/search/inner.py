@@ -7,14 +7,23 @@ networks (one, two or all heads, no gate computed) are scored at every size besi
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
 from ..gating import STATIC_NAMES, STATIC_THRESHOLDS, static_exit
-from ..latency import LatencyTable, expected_latency
+from ..latency import BUDGET_STATS, LatencyTable, LatencyTableError, latency_stats
 from .pareto import hypervolume, pareto_front
+
+LATENCY_FIELDS = {"mean": "latency_ms", "p90": "latency_p90_ms", "p99": "latency_p99_ms"}
+"""Budget statistic -> the candidate field (and JSON key) holding it."""
+
+
+def budget_latency(point: dict[str, Any]) -> float:
+    """The latency a point's budget is compared with (points written before budget statistics: the mean)."""
+    return float(point.get("budget_latency_ms", point["latency_ms"]))
 
 
 @dataclass(frozen=True)
@@ -33,10 +42,18 @@ class Candidate:
     gate_recall: tuple[float, float]
     mean_gmacs: float
     source: str = "grid"
+    latency_p99_ms: float = float("nan")
+    budget_stat: str = "mean"  # the latency statistic budgets are compared with
+    test: dict[str, Any] | None = None  # the same profile on the held-out test images
 
     def ap(self, metric: str) -> float:
         """The AP the search optimises: 'ap50' or 'ap50_95'."""
         return self.ap50 if metric == "ap50" else self.ap50_95
+
+    @property
+    def budget_latency_ms(self) -> float:
+        """The predicted latency statistic that budgets are compared with (mean, p90 or p99)."""
+        return float(getattr(self, LATENCY_FIELDS[self.budget_stat]))
 
     @property
     def static_exit(self) -> int | None:
@@ -46,33 +63,59 @@ class Candidate:
     def to_dict(self) -> dict:
         """Plain JSON form; `static_exit` and `heads` tell a static network from a gated profile."""
         level = self.static_exit
-        return {**asdict(self), "static_exit": level, "heads": STATIC_NAMES[level] if level else "gated"}
+        return {**asdict(self), "static_exit": level, "heads": STATIC_NAMES[level] if level else "gated",
+                "budget_latency_ms": self.budget_latency_ms}
 
 
 class DeploymentSpace:
-    """Exit tables and latency tables per deployment image size; scores any (imgsz, t1, t2)."""
+    """Exit tables and latency tables per deployment image size; scores any (imgsz, t1, t2).
 
-    def __init__(self, tables: dict[int, ExitTable], latency: dict[int, LatencyTable]) -> None:
+    `tables` choose (the calibration images); `test_tables`, when given, report each chosen profile on
+    held-out images. Budgets compare the latency statistic `budget_stat` (mean, p90 or p99 over images).
+    """
+
+    def __init__(self, tables: dict[int, ExitTable], latency: dict[int, LatencyTable], *,
+                 test_tables: dict[int, ExitTable] | None = None, budget_stat: str = "mean") -> None:
         missing = set(tables) - set(latency)
         if missing:
             raise ValueError(f"no latency table for image size(s) {sorted(missing)}")
-        self.tables, self.latency = tables, latency
+        if budget_stat not in BUDGET_STATS:
+            raise ValueError(f"budget_stat must be one of {BUDGET_STATS}, got {budget_stat!r}")
+        self.tables, self.latency, self.test_tables = tables, latency, test_tables or {}
+        self.budget_stat = budget_stat
         self.sizes = sorted(tables)
         self._memo: dict[tuple[int, float, float], Candidate] = {}
+
+    def _latency(self, imgsz: int, shares: np.ndarray, t1: float, t2: float) -> dict[str, float]:
+        stats = latency_stats(shares, self.latency[imgsz], (t1, t2))
+        if not np.isfinite(stats[self.budget_stat]):
+            raise LatencyTableError(f"the latency table of {self.latency[imgsz].device_name} at {imgsz} px cannot "
+                                    f"give the {self.budget_stat} latency; re-measure the device (--remeasure)")
+        return stats
 
     def evaluate(self, imgsz: int, t1: float, t2: float, source: str = "grid") -> Candidate:
         key = (imgsz, float(t1), float(t2))
         if key not in self._memo:
-            table = self.tables[imgsz]
-            m = table.evaluate(t1, t2)
-            mean_ms, p90_ms = expected_latency(table.exit_levels(t1, t2), self.latency[imgsz], (t1, t2))
+            m = self.tables[imgsz].evaluate(t1, t2)
+            ms = self._latency(imgsz, m.exit_shares, t1, t2)
             share1, share2, share3 = (float(s) for s in m.exit_shares)
             accuracy1, accuracy2 = (float(v) for v in m.gate_accuracy)
             recall1, recall2 = (float(v) for v in m.gate_recall)
             self._memo[key] = Candidate(
-                imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), mean_ms, p90_ms,
-                (share1, share2, share3), (accuracy1, accuracy2), (recall1, recall2), m.mean_macs / 1e9, source)
+                imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), ms["mean"], ms["p90"],
+                (share1, share2, share3), (accuracy1, accuracy2), (recall1, recall2), m.mean_macs / 1e9, source,
+                latency_p99_ms=ms["p99"], budget_stat=self.budget_stat)
         return self._memo[key]
+
+    def held_out(self, c: Candidate) -> Candidate:
+        """The candidate with what its profile gives on the held-out test images (unchanged without them)."""
+        if c.imgsz not in self.test_tables:
+            return c
+        m = self.test_tables[c.imgsz].evaluate(c.t1, c.t2)
+        ms = self._latency(c.imgsz, m.exit_shares, c.t1, c.t2)
+        test = {"ap50": _num(m.ap50), "ap50_95": _num(m.ap50_95), "exit_shares": [float(s) for s in m.exit_shares],
+                **{field_: ms[stat] for stat, field_ in LATENCY_FIELDS.items()}}
+        return replace(c, test=test)
 
 
 def static_sweep(space: DeploymentSpace) -> list[Candidate]:
@@ -124,7 +167,7 @@ def optuna_search(space: DeploymentSpace, n_trials: int, *, metric: str, sampler
         imgsz = trial.suggest_categorical("imgsz", space.sizes)
         c = space.evaluate(imgsz, threshold(trial, "t1"), threshold(trial, "t2"), "optuna")
         found.append(c)
-        return c.ap(metric), c.latency_ms
+        return c.ap(metric), c.budget_latency_ms
 
     study.optimize(objective, n_trials=max(n_trials, 2 * len(space.sizes)))
     return found
@@ -140,13 +183,15 @@ class InnerResult:
     grid_front: list[Candidate] = field(default_factory=list)
     optuna_front: list[Candidate] = field(default_factory=list)
     static: list[Candidate] = field(default_factory=list)
+    holdout: dict[str, Any] = field(default_factory=dict)  # the calibration/test split (Holdout.to_dict + indices)
 
 
 def front_of(candidates: list[Candidate], metric: str) -> list[Candidate]:
     """The non-dominated candidates, by increasing latency."""
     if not candidates:
         return []
-    idx = pareto_front(np.array([c.ap(metric) for c in candidates]), np.array([c.latency_ms for c in candidates]))
+    idx = pareto_front(np.array([c.ap(metric) for c in candidates]),
+                       np.array([c.budget_latency_ms for c in candidates]))
     return [candidates[i] for i in idx]
 
 
@@ -154,7 +199,8 @@ def front_hypervolume(front: list[Candidate], metric: str, ref_latency: float) -
     """Area dominated by a front up to (ref_latency, AP 0)."""
     if not front:
         return 0.0
-    return hypervolume(np.array([c.ap(metric) for c in front]), np.array([c.latency_ms for c in front]), ref_latency)
+    return hypervolume(np.array([c.ap(metric) for c in front]), np.array([c.budget_latency_ms for c in front]),
+                       ref_latency)
 
 
 def inner_search(space: DeploymentSpace, *, metric: str, grid_steps: int, n_trials: int, sampler: str = "tpe",
@@ -164,7 +210,7 @@ def inner_search(space: DeploymentSpace, *, metric: str, grid_steps: int, n_tria
     grid = grid_sweep(space, grid_steps)
     found = optuna_search(space, n_trials, metric=metric, sampler=sampler, seed=seed)
     everything = static + grid + found
-    ref = max(c.latency_ms for c in everything) * 1.05
+    ref = max(c.budget_latency_ms for c in everything) * 1.05
     grid_front, optuna_front = front_of(grid, metric), front_of(found, metric)
     hv_grid = front_hypervolume(grid_front, metric, ref)
     ratio = front_hypervolume(optuna_front, metric, ref) / hv_grid if hv_grid > 0 else float("nan")

@@ -68,28 +68,36 @@ def evaluate_trained(checkpoint: Path, pipeline: Pipeline, dataset: str, latency
 
     `static_only` scores just the static networks (a model trained without gate supervision).
     """
+    from ..evaluate.holdout import holdout_records
     from .deploy import deployment_space
     from .inner import InnerResult, static_sweep
 
     ds = load_dataset(dataset, fmt=pipeline.data.format)
-    val = ds.splits[pipeline.data.val_split]
-    if pipeline.data.val_limit:
-        val = val[: pipeline.data.val_limit]
-    sizes = pipeline.search.deploy_imgsz or [pipeline.data.imgsz]
-    space = deployment_space(checkpoint, val, sizes, latency, eps=eps, cache_dir=cache_dir, progress=progress)
-    sc = pipeline.search
+    sc, dc = pipeline.search, pipeline.data
+    records, holdout = holdout_records(ds, val_split=dc.val_split, test_split=dc.test_split, val_limit=dc.val_limit,
+                                       imgsz=dc.imgsz, eps=eps, test_fraction=sc.holdout_fraction,
+                                       seed=sc.holdout_seed)
+    sizes = sc.deploy_imgsz or [dc.imgsz]
+    space = deployment_space(checkpoint, records, sizes, latency, eps=eps, cache_dir=cache_dir, progress=progress,
+                             holdout=holdout, budget_stat=sc.budget_stat)
     if static_only:
         static = static_sweep(space)
-        return InnerResult(static, front_of(static, sc.metric), float("nan"), static=static)
-    return inner_search(space, metric=sc.metric, grid_steps=sc.grid_steps, n_trials=sc.threshold_trials,
-                        sampler=sc.sampler, seed=sc.seed)
+        result = InnerResult(static, front_of(static, sc.metric), float("nan"), static=static)
+    else:
+        result = inner_search(space, metric=sc.metric, grid_steps=sc.grid_steps, n_trials=sc.threshold_trials,
+                              sampler=sc.sampler, seed=sc.seed)
+    result.front = [space.held_out(c) for c in result.front]
+    result.static = [space.held_out(c) for c in result.static]
+    result.holdout = {**holdout.to_dict(), "calibration_indices": holdout.calibration.tolist(),
+                      "test_indices": holdout.test.tolist()}
+    return result
 
 
 def result_fields(result, metric: str, budget_ms: float) -> dict[str, Any]:
     """What a model's result document keeps of its inner search: front, static networks, summary point."""
     return {"front": [c.to_dict() for c in result.front], "static": [c.to_dict() for c in result.static],
             "hv_ratio": result.hv_ratio, "point": summarize_point(result, metric, budget_ms),
-            "evaluated": len(result.candidates)}
+            "evaluated": len(result.candidates), "holdout": result.holdout}
 
 
 def loss_params(loss: dict[str, Any]) -> dict[str, float]:
@@ -102,10 +110,10 @@ def loss_params(loss: dict[str, Any]) -> dict[str, float]:
 def summarize_point(result, metric: str, budget_ms: float) -> dict[str, float]:
     """The (AP, latency) a trial reports: its best profile within the budget, or its fastest one."""
     front = result.front
-    choice = select_for_budget(np.array([c.ap(metric) for c in front]), np.array([c.latency_ms for c in front]),
-                               budget_ms)
-    pick = front[choice.index] if choice.index is not None else min(front, key=lambda c: c.latency_ms)
-    return {"ap": pick.ap(metric) if choice.feasible else 0.0, "latency_ms": pick.latency_ms,
+    choice = select_for_budget(np.array([c.ap(metric) for c in front]),
+                               np.array([c.budget_latency_ms for c in front]), budget_ms)
+    pick = front[choice.index] if choice.index is not None else min(front, key=lambda c: c.budget_latency_ms)
+    return {"ap": pick.ap(metric) if choice.feasible else 0.0, "latency_ms": pick.budget_latency_ms,
             "feasible": float(choice.feasible), "hv_ratio": float(result.hv_ratio)}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .inner import budget_latency
 from .pareto import select_for_budget
 
 
@@ -18,7 +19,7 @@ def best_per_budget(docs: list[dict], budgets: list[float], metric: str) -> dict
         if not points:
             out[b] = None
             continue
-        choice = select_for_budget(np.array([p[metric] for p in points]), np.array([p["latency_ms"] for p in points]), b)
+        choice = select_for_budget(np.array([p[metric] for p in points]), np.array([budget_latency(p) for p in points]), b)
         out[b] = points[choice.index][metric] if choice.index is not None else None
     return out
 

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluate.exit_table import ExitTable
+from ..evaluate.profile_table import profile_metrics, write_comparison
 from ..fsio import slug
 from ..latency import LatencyTable, expected_latency
 from ..tracking import SafeLogger, flatten, start_run
 from .compare import BudgetComparison, compare_budget, is_static, model_summaries
+from .confidence import ConfidenceBook, TrialTables, indistinguishable, safest
 from .export import export_profile, write_index
+from .inner import budget_latency
 from .pareto import pareto_front, select_for_budget
 from .plots import plot_front, plot_threshold_sweep
 from .records import BudgetResult, SearchOutcome, SearchRequest
@@ -35,21 +37,9 @@ def _global_points(docs: list[dict]) -> list[dict]:
     return out
 
 
-def _sweep_table(out: Path, trial: dict, imgsz: int) -> ExitTable | None:
-    """The cached exit table behind a chosen profile (for the Figure-7 sweep)."""
-    roots = [Path(trial["cache_dir"])] if trial.get("cache_dir") else []
-    roots += [out / "trials" / trial["trial_id"] / "cache", out / "cache"]
-    for root in roots:
-        for f in sorted(root.glob(f"exit-*-{imgsz}.npz")):
-            t = ExitTable.load(f)
-            if t is not None:
-                return t
-    return None
-
-
-def figure7(out: Path, trial: dict, cand: dict, table: LatencyTable, metric: str, path: Path) -> Path | None:
-    """AP and latency as gate 1's threshold moves, gate 2 fixed at the chosen value."""
-    et = _sweep_table(out, trial, cand["imgsz"])
+def figure7(tables: TrialTables, cand: dict, table: LatencyTable, metric: str, path: Path) -> Path | None:
+    """AP and latency as gate 1's threshold moves, gate 2 fixed at the chosen value (calibration images)."""
+    et = tables.table(cand["trial_id"], cand["imgsz"], "calibration")
     if et is None:
         return None
     ts = np.linspace(0, 1, 41)
@@ -95,26 +85,42 @@ def finish(req: SearchRequest, docs: list[dict], latency: dict[int, LatencyTable
         raise SearchFailed(f"every trial failed ({len(failed)}); see {out}/trials/*/result.json")
     points = _global_points(finished)
     ap = np.array([p[metric] for p in points])
-    lat = np.array([p["latency_ms"] for p in points])
+    lat = np.array([budget_latency(p) for p in points])
     front = [points[i] for i in pareto_front(ap, lat)]
     by_trial = {d["trial_id"]: d for d in finished}
     table = next(iter(latency.values()))
     device_dir = out / "profiles" / slug(table.device_name)
     device_dir.mkdir(parents=True, exist_ok=True)
 
-    results, exported, chosen, comparisons = [], [], {}, []
+    sc = req.pipeline.search
+    tables = TrialTables(out, by_trial)
+    book = ConfidenceBook(tables, latency, resamples=sc.bootstrap_resamples, seed=sc.seed)
+    results, exported, chosen, comparisons, intervals = [], [], {}, [], {}
     for b in req.budgets:
         choice = select_for_budget(ap, lat, b)
         idx = choice.index if choice.index is not None else int(np.argmin(lat))
-        comparison = compare_budget(points, b, metric, req.pipeline.search.min_dynamic_gain)
+        comparison = compare_budget(points, b, metric, sc.min_dynamic_gain)
         cand = comparison.choice(points[idx]) if choice.feasible else points[idx]
         reason = choice.reason
         if choice.all_feasible and cand["t1"] == 0.0 and cand["t2"] == 0.0:
             reason += "; all heads run"
         reason = _budget_reason(reason, cand, comparison, metric) if choice.feasible else reason
+        rivals = [p for p in front if budget_latency(p) <= b] if choice.feasible else []
+        if sc.select == "safest" and rivals:
+            safe = safest(cand, rivals, book, metric)
+            if safe is not cand:
+                reason += (f"; --select safest: {safe[metric]:.4g} at {budget_latency(safe):.3g} ms, the fastest "
+                           "profile whose AP interval overlaps the best one's")
+                cand = safe
+        same = indistinguishable(cand, rivals, book, metric)
         trial = by_trial[cand["trial_id"]]
+        ci = book.intervals(cand, "test")
+        intervals[b] = ci
         e = export_profile(out, budget_ms=b, feasible=choice.feasible, reason=reason, candidate=cand, trial=trial,
-                           metric=metric, table=latency[cand["imgsz"]], comparison=comparison.to_dict())
+                           metric=metric, table=latency[cand["imgsz"]], comparison=comparison.to_dict(),
+                           confidence={"budget_stat": sc.budget_stat, "select": sc.select,
+                                       "intervals": ci.to_dict() if ci is not None else None,
+                                       "indistinguishable": len(same), "compared_with": len(rivals)})
         exported.append(e)
         comparisons.append(comparison)
         chosen[b] = cand if choice.feasible else None
@@ -123,14 +129,18 @@ def finish(req: SearchRequest, docs: list[dict], latency: dict[int, LatencyTable
     hv = [float(d["hv_ratio"]) for d in finished if d.get("hv_ratio") == d.get("hv_ratio") and d.get("hv_ratio")]
     models = model_summaries(finished, metric, float(lat.max()) * 1.05)
     front_png = plot_front(points, front, chosen, metric, device_dir / "pareto_front.png",
-                           f"{table.device_name}: {len(finished)} trained model(s), {len(points)} points")
+                           f"{table.device_name}: {len(finished)} trained model(s), {len(points)} points",
+                           intervals=intervals, budget_stat=sc.budget_stat)
     index = write_index(out, table.device_name, exported, front, metric,
                         extra={"trials": sum(d.get("role") is None for d in finished), "failed_trials": len(failed),
                                "optuna_vs_grid_hv_ratio": min(hv) if hv else None, "models": models,
                                "static_points": [p for p in points if is_static(p)],
                                "hypervolume_ref_latency_ms": float(lat.max()) * 1.05})
-    _log_mlflow(req, parent, results, exported, comparisons, points, front_png, index, out, metric, latency, hv)
-    summary = summary_text(req, results, comparisons, models, front, table, started, hv, len(finished), len(failed))
+    comparison_table = write_comparison(device_dir, [e.path for e in exported])
+    _log_mlflow(req, parent, results, exported, comparisons, points, [front_png, index, comparison_table], tables,
+                metric, latency, hv)
+    summary = summary_text(req, results, comparisons, exported, models, front, table, latency, started, hv,
+                           len(finished), len(failed))
     return SearchOutcome(out, front, results, docs, parent.run_id if parent else None, index, summary)
 
 
@@ -143,14 +153,15 @@ def _static_reference(points: list[dict]) -> list[dict]:
     return []
 
 
-def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, index, out, metric, latency,
+def _log_mlflow(req, parent, results, exported, comparisons, points, artifacts, tables, metric, latency,
                 hv) -> None:
     if parent is None:
         if req.track:
-            logger.warning("warning: MLflow logging failed; profiles are in %s", out / "profiles")
+            logger.warning("warning: MLflow logging failed; profiles are in %s", req.out / "profiles")
         return
-    parent.artifact(front_png)
-    parent.artifact(index)
+    for path in artifacts:
+        parent.artifact(path)
+    front_png = artifacts[0]
     if hv:
         parent.metrics({"optuna_vs_grid_hv_ratio": min(hv)}, step=0)
     p = req.pipeline
@@ -173,12 +184,10 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, 
             extra["best_static_" + metric] = comp.best_static[metric]
         if comp.dynamic_gain is not None:
             extra["dynamic_gain"] = comp.dynamic_gain
-        run.metrics({"expected_ap50": c["ap50"], "expected_ap50_95": c["ap50_95"], "latency_mean_ms": c["latency_ms"],
-                     "latency_p90_ms": c["latency_p90_ms"], "share_exit1": c["exit_shares"][0],
-                     "share_exit2": c["exit_shares"][1], "share_exit3": c["exit_shares"][2], **extra}, step=0)
+        run.metrics({**profile_metrics(e.doc), **extra}, step=0)
         run.artifact(e.path)
         run.artifact(front_png)
-        fig = figure7(out, r.trial, c, latency[c["imgsz"]], metric, e.path.with_suffix(".figure7.png"))
+        fig = figure7(tables, c, latency[c["imgsz"]], metric, e.path.with_suffix(".figure7.png"))
         if fig is not None:
             run.artifact(fig)
         run.end()
@@ -197,7 +206,7 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, front_png, 
         run.end()
     parent.end()
     if parent.failed:
-        logger.warning("warning: MLflow logging failed; profiles are in %s", out / "profiles")
+        logger.warning("warning: MLflow logging failed; profiles are in %s", req.out / "profiles")
 
 
 def _retire_old_runs(parent: SafeLogger) -> None:
@@ -216,7 +225,8 @@ def _retire_old_runs(parent: SafeLogger) -> None:
         pass
 
 
-def summary_text(req, results, comparisons, models, front, table, started, hv, n_ok, n_failed) -> str:
+def summary_text(req, results, comparisons, exported, models, front, table, latency, started, hv, n_ok,
+                 n_failed) -> str:
     """The table a finished search prints: device, trained models and the profile chosen for each budget."""
     metric = req.pipeline.search.metric
     lines = [f"\nDevice: {table.device_name}   ({n_ok} trained model(s), {n_failed} failed; "
@@ -232,15 +242,29 @@ def summary_text(req, results, comparisons, models, front, table, started, hv, n
                      f"{m['hypervolume']:11.3f} | {hp}")
     if any(m["paper_point"] for m in models):
         lines.append(f"{'':>10}   * the paper's setting (lambda 0.2, lambda_pos 0.28/2.0, eps 4, end to end)")
-    lines.append(f"{'budget':>8} | {'imgsz':>5} | {'t1':>5} {'t2':>5} | {'AP50':>6} {'AP50:95':>7} | {'mean ms':>8} "
-                 f"{'p90 ms':>7} | heads 1/2/3 share")
-    for r, comp in zip(results, comparisons):
-        c = r.candidate
-        shares = "/".join(f"{s:.2f}" for s in c["exit_shares"])
+    sc = req.pipeline.search
+    name = "AP50" if metric == "ap50" else "AP50:95"
+    lines.append(f"Budgets bound the predicted {sc.budget_stat} latency per image; profiles were chosen "
+                 f"({sc.select}) on calibration images and are reported on held-out test images, "
+                 f"with 95% bootstrap intervals")
+    lines.append(f"{'budget':>8} | {'imgsz':>5} | {'t1':>5} {'t2':>5} | {name + ' test [95% interval]':>27} "
+                 f"{'chosen on':>9} | {'mean ms':>7} {'p90 ms':>7} | heads 1/2/3 share")
+    for r, comp, e in zip(results, comparisons, exported):
+        c, doc = r.candidate, e.doc
+        exp, seen = doc["expected"], doc.get("selection", doc["expected"])
+        ci = (doc.get("intervals") or {}).get(metric)
+        ap = f"{_fmt(exp.get(metric))} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else f"{_fmt(exp.get(metric))}"
+        shares = "/".join(f"{s:.2f}" for s in exp["exit_shares"])
         flag = "" if r.feasible else "  (does not fit)"
         kind = f"  static: {c['heads']}" if is_static(c) else ""
-        lines.append(f"{r.budget_ms:>6g}ms | {c['imgsz']:>5} | {c['t1']:5.2f} {c['t2']:5.2f} | {c['ap50']:6.3f} "
-                     f"{c['ap50_95']:7.3f} | {c['latency_ms']:8.2f} {c['latency_p90_ms']:7.2f} | {shares}{flag}{kind}")
+        lines.append(f"{r.budget_ms:>6g}ms | {c['imgsz']:>5} | {c['t1']:5.2f} {c['t2']:5.2f} | {ap:>27} "
+                     f"{_fmt(seen.get(metric)):>9} | {_fmt(exp['latency_mean_ms'], 2):>7} "
+                     f"{_fmt(exp['latency_p90_ms'], 2):>7} | {shares}{flag}{kind}")
+        if "indistinguishable" in doc:
+            lines.append(f"{'':>8}   {doc['indistinguishable']} of {doc['compared_with']} other front profile(s) "
+                         f"within the budget are indistinguishable from it in {name} (overlapping intervals)")
+        for part in table_unstable(latency, c["imgsz"]):
+            lines.append(f"{'':>8}   warning: {part}")
         st = comp.best_static
         if st is not None:
             gain = f"{comp.dynamic_gain:+.4f}" if comp.dynamic_gain is not None else "n/a (no gated profile fits)"
@@ -250,5 +274,15 @@ def summary_text(req, results, comparisons, models, front, table, started, hv, n
     return "\n".join(lines)
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.3f}"
+def _fmt(v, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table_unstable(latency: dict[int, LatencyTable], imgsz: int) -> list[str]:
+    """A line for a latency table whose timings stayed unstable (the machine was busy while timing)."""
+    table = latency.get(imgsz)
+    parts = table.unstable_parts if table is not None else []
+    if table is None or not parts:
+        return []
+    return [f"the {imgsz} px latency table of {table.device_name} has unstable timings ({', '.join(parts)}): "
+            "the machine was busy while it was timed; re-run with --remeasure on a quiet machine"]
