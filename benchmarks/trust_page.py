@@ -54,7 +54,9 @@ def p90_lines(by_runtime: dict) -> list[str]:
     return ["p90 latency per image, end to end as a user runs a profile (each frame read from disk, letterboxed, "
             "heads, decode and NMS): measured, predicted from the exits' cost distributions (`latency_stats`), and "
             "by the old rule (each image's summed p90 part costs, 90th percentile over images). The device table "
-            "does not price the disk read, shown beside.", "",
+            "does not price the disk read, shown beside. Values are medians over the passes; each error is the median "
+            "of the passes' own errors (the machine drifts between passes), so it can differ from the ratio of the "
+            "medians shown.", "",
             *_table(["runtime", "profile", "measured p90 ms", "predicted p90 (error)", "old rule (error)",
                      "disk read ms"], rows)]
 

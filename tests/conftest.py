@@ -80,6 +80,31 @@ def tiny_pipeline_doc() -> Callable[..., dict]:
     return _tiny_pipeline_doc
 
 
+def _end_processes(procs: list, timeout: float = 15.0) -> list:
+    """Terminate the processes, kill what is left after `timeout` s; the ones still alive after that."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.Error:  # ended meanwhile
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return psutil.wait_procs(alive, timeout=timeout)[1]
+
+
+@pytest.fixture
+def end_processes() -> Callable[..., list]:
+    """Ends the given psutil processes (terminate, then kill) and returns those still running: tests stop
+    exactly the processes they started, never every Ray process of the machine."""
+    return _end_processes
+
+
 @pytest.fixture(scope="session")
 def untrained_checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny DH-Net (2 classes, 64 px) saved as a checkpoint, for tests that need no accuracy."""

@@ -43,28 +43,14 @@ def _cluster_processes(temp_dir: str, gcs_address: str) -> list:
     return list(found.values())
 
 
-def _stop_cluster(temp_dir: str, gcs_address: str) -> None:
+def _stop_cluster(temp_dir: str, gcs_address: str, end_processes) -> None:
     """End the cluster's processes by pid (terminate, then kill what is left); nothing else is touched."""
-    import psutil
-
-    procs = _cluster_processes(temp_dir, gcs_address)
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(alive, timeout=15)
+    alive = end_processes(_cluster_processes(temp_dir, gcs_address), 15)
     assert not alive, f"cluster processes still running: {alive}"
 
 
 @pytest.mark.slow
-def test_training_joins_a_local_cluster(tiny_dataset, tiny_pipeline_doc, tmp_path) -> None:
+def test_training_joins_a_local_cluster(tiny_dataset, tiny_pipeline_doc, tmp_path, end_processes) -> None:
     import ray  # noqa: F401 - puts Ray's psutil on the path
 
     port = _free_port()
@@ -98,6 +84,6 @@ def test_training_joins_a_local_cluster(tiny_dataset, tiny_pipeline_doc, tmp_pat
     finally:
         # Not `ray stop`: it ends every Ray process of this user on the machine, other clusters included.
         try:
-            _stop_cluster(temp_dir, gcs_address)
+            _stop_cluster(temp_dir, gcs_address, end_processes)
         finally:
             shutil.rmtree(temp_dir, ignore_errors=True)

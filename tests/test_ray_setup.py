@@ -73,24 +73,7 @@ def _loopback(ip: str) -> bool:
     return addr.is_loopback
 
 
-def _stop(procs: list) -> None:
-    import psutil
-
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=10)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=10)
-
-
-def test_local_ray_listens_on_loopback_only() -> None:
+def test_local_ray_listens_on_loopback_only(end_processes) -> None:
     """Every TCP listener of the Ray that init_ray starts (GCS, raylet, workers, dashboard and its agent,
     metrics export, runtime-env agent, autoscaler) is bound to loopback, none to the IPv4 or IPv6 wildcard or the
     network address."""
@@ -127,7 +110,7 @@ def test_local_ray_listens_on_loopback_only() -> None:
             driver.communicate("\n", timeout=60)  # ray.shutdown() ends what the driver started
         except subprocess.TimeoutExpired:
             pass
-        _stop([p for p in procs if p.is_running()])
+        end_processes([p for p in procs if p.is_running()], 10)
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -64,13 +64,16 @@ class ConfidenceBook:
         self._memo: dict[tuple[str, int, float, float, str], ProfileIntervals | None] = {}
 
     def intervals(self, point: dict[str, Any], split: Split) -> ProfileIntervals | None:
-        """The point's intervals on the split (None when its exit table is not on disk any more)."""
+        """The point's intervals on the split (None when its exit table is not on disk any more).
+
+        Calibration intervals only compare APs, so they skip the latency statistics (a third of the time).
+        """
         key = (point["trial_id"], int(point["imgsz"]), float(point["t1"]), float(point["t2"]), split)
         if key not in self._memo:
             table = self.tables.table(point["trial_id"], int(point["imgsz"]), split)
+            latency = None if split == "calibration" else self.latency.get(int(point["imgsz"]))
             self._memo[key] = None if table is None or not table.num_images else bootstrap_profile(
-                table, point["t1"], point["t2"], latency=self.latency.get(int(point["imgsz"])),
-                resamples=self.resamples, seed=self.seed)
+                table, point["t1"], point["t2"], latency=latency, resamples=self.resamples, seed=self.seed)
         return self._memo[key]
 
 
