@@ -99,6 +99,13 @@ def test_split_of_the_synthetic_set_balances_the_gate_labels(signs_40) -> None:
     records, own = holdout_records(ds, val_split="val", test_split="test", val_limit=None, imgsz=128, eps=4.0,
                                    test_fraction=0.5, seed=0)
     assert len(own.test) == 5 and own.test_fraction is None and len(records) == len(ds.splits["val"]) + 5
+    # One image cannot be both chosen on and tested on: one line naming the dataset, an input error.
+    from dh_tune.data import DataError
+
+    ds.splits["val"] = list(ds.splits["val"])[:1]
+    with pytest.raises(DataError, match=r"split 'val' has 1 image\(s\), too few"):
+        holdout_records(ds, val_split="val", test_split=None, val_limit=None, imgsz=128, eps=4.0,
+                        test_fraction=0.5, seed=0)
 
 
 def test_image_weights_equal_duplicated_and_dropped_images() -> None:

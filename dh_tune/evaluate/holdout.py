@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Dataset, ImageRecord
+from ..data import DataError, Dataset, ImageRecord
 from ..data.stats import image_head_labels
 from .exit_cache import dataset_hash
 
@@ -69,6 +69,7 @@ def holdout_records(ds: Dataset, *, val_split: str, test_split: str | None, val_
         calibration, held = stratified_split(strata, test_fraction, seed)
         source, fraction = f"the '{val_split}' split divided", test_fraction
     if not len(calibration) or not len(held):
-        raise ValueError(f"'{val_split}' has {len(val)} image(s): too few to hold any out for testing")
+        raise DataError(f"{ds.root}: split '{val_split}' has {len(val)} image(s), too few to choose profiles on some "
+                        f"and test them on others (add images, or a '{test_split}' split)")
     return records, Holdout(calibration, held, source, seed, fraction,
                             dataset_hash([records[i] for i in calibration]), dataset_hash([records[i] for i in held]))
