@@ -116,6 +116,9 @@ class TrainConfig(_Section):
     amp: bool = True
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    # Multiplies lr0 and warmup_bias_lr (a searched hyperparameter: search_spaces may name lr_scale); 0 freezes
+    # the weights, a trial made hopeless on purpose.
+    lr_scale: float = Field(1.0, ge=0.0)
     loss: LossSettings = LossSettings()
     augment: AugmentSettings = AugmentSettings()
 
@@ -127,6 +130,14 @@ class RaySettings(_Section):
     gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0.0)
     max_failures: int = Field(2, ge=0)
+
+
+class EarlyStopSettings(_Section):
+    """Stopping trials whose front lags (ASHA over the per-epoch front hypervolume), or none."""
+
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_epochs: int = Field(1, ge=1)  # no trial is stopped before this epoch (ASHA's first rung)
+    reduction_factor: int = Field(3, ge=2)  # each rung keeps the best 1/reduction_factor of the trials that reach it
 
 
 class SearchSettings(_Section):
@@ -156,6 +167,16 @@ class SearchSettings(_Section):
     # "best": the highest AP within the budget; "safest": the fastest profile whose AP interval overlaps the best's.
     select: Literal["best", "safest"] = "best"
     bootstrap_resamples: int = Field(1000, ge=100)  # resamples of the 95% intervals every profile carries
+    # Trials at once: as many as the cluster's CPUs and GPUs hold (each trial's Ray Train workers), at most this.
+    max_concurrent: int | None = Field(None, ge=1)
+    # Every report_every epochs a trial reports AP with all heads, gate accuracy and the hypervolume of its threshold
+    # front on report_images calibration images at the training size (grid of report_grid_steps per gate).
+    report_every: int = Field(1, ge=1)
+    report_images: int = Field(64, ge=4)
+    report_grid_steps: int = Field(6, ge=3)
+    early_stop: EarlyStopSettings = EarlyStopSettings()
+    # Points the outer search trains first, after the paper's: each names a value of every searched hyperparameter.
+    first_points: list[dict[str, float]] = Field(default_factory=list)
 
     @field_validator("deploy_imgsz")
     @classmethod
@@ -164,6 +185,13 @@ class SearchSettings(_Section):
             if s <= 0 or s % 32:
                 raise ValueError(f"every size must be a positive multiple of 32, got {s}")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _rungs_on_reports(self) -> SearchSettings:
+        if self.early_stop.grace_epochs % self.report_every:
+            raise ValueError(f"early_stop.grace_epochs ({self.early_stop.grace_epochs}) must be a multiple of "
+                             f"report_every ({self.report_every}): trials are compared at the epochs they report")
+        return self
 
 
 class Pipeline(_Section):

@@ -154,3 +154,21 @@ def test_chain_variants_compute_the_static_maps(bench_script) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = bench_chain.variants(64, Path(tmp))["if-graph exit 1"]()
     assert out["p3_map"].size > 0 and out["p4_map"].size == 0 and out["p5_map"].size == 0
+
+
+def test_search_scaling_estimate_schedules_trials_as_tune_does(bench_script) -> None:
+    """bench_search_scaling.py: trials start in order on the first free slot; early stopping removes the share
+    of epochs it is told to; more GPUs hold more trials at once and never take longer."""
+    scaling = bench_script("bench_search_scaling")
+    assert scaling.makespan([3.0, 3.0, 1.0, 1.0], 2) == 4.0  # the short trials follow on the free slots
+    assert scaling.makespan([5.0] * 4, 8) == 5.0
+    epochs = scaling.trial_epochs(16, 300, 0.0625, 0.25)
+    assert sorted(epochs)[:4] == [225] * 4 and epochs.count(300) == 12
+    assert 1 - sum(epochs) / (16 * 300) == pytest.approx(0.0625)
+    from dh_tune.pipeline import load_pipeline
+
+    paper = load_pipeline(scaling.ROOT / "pipelines" / "tt100k-yolov5s.yaml")
+    rows = scaling.estimate(paper, 60.0, 0.0625, 0.25)
+    assert [r["concurrent"] for r in rows] == [1, 2, 4, 8, 16]
+    assert all(a["hours"] >= b["hours"] for a, b in zip(rows, rows[1:]))
+    assert all(r["hours_early_stop"] <= r["hours"] and r["gpu_hours_early_stop"] < r["gpu_hours"] for r in rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dh_tune import fsio
-from dh_tune.search.outer import finished_trials, mark_interrupted
+from dh_tune.search.trial_docs import ended_trials, mark_interrupted
 
 
 def test_a_failed_write_leaves_the_previous_file_whole_and_no_temporary(tmp_path) -> None:
@@ -102,7 +102,7 @@ def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_pa
     _trial(tmp_path, "c", params={"gate_lambda": 0.5, "eps": 3.0}, status="running", started=3.0)
     damaged = _trial(tmp_path, "d", params={"gate_lambda": 0.7, "eps": 3.0}, status="finished", started=4.0)
     damaged.write_text(damaged.read_text()[:20])
-    assert [d["trial_id"] for d in finished_trials(tmp_path)] == ["a"]
+    assert [d["trial_id"] for d in ended_trials(tmp_path)] == ["a"]
     assert f"[search] {damaged}: unreadable trial result" in caplog.text
     (changed,) = mark_interrupted(tmp_path)
     assert changed["trial_id"] == "c"

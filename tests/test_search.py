@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dh_tune.latency import LatencyTable, expected_latency
 from dh_tune.search.inner import DeploymentSpace, front_of, inner_search
-from dh_tune.search.space import SearchSpaceError, load_space, loss_overrides
+from dh_tune.search.space import SearchSpaceError, load_space, train_overrides
 from dh_tune.threshold_profiles import ProfileError, check_checkpoint, load_profile, make_profile, save_profile
 
 TORCH = {"name": "torch", "version": "2.13.0"}
@@ -66,7 +67,8 @@ def test_search_space_file_is_validated(tmp_path: Path) -> None:
     bad.write_text("lambda: {type: float, low: 0.1, high: 0.5}\n")
     with pytest.raises(SearchSpaceError, match="lambda: unknown hyperparameter"):
         load_space(bad)
-    assert loss_overrides({"lambda_pos_2": 3.0, "eps": 5.0}, (0.28, 2.0)) == {"eps": 5.0, "lambda_pos": [0.28, 3.0]}
+    assert train_overrides({"lambda_pos_2": 3.0, "eps": 5.0, "lr_scale": 0.5}, (0.28, 2.0)) == {
+        "loss": {"eps": 5.0, "lambda_pos": [0.28, 3.0]}, "lr_scale": 0.5}
 
 
 def _latency(imgsz: int, scale_ms: float) -> LatencyTable:
@@ -120,7 +122,7 @@ def test_a_trial_setup_comes_back_whole_from_the_plain_form_ray_hands_to_trials(
     import pickle
     from dataclasses import asdict, replace
 
-    from dh_tune.search.outer import TrialSetup
+    from dh_tune.search.trial import TrialSetup
     from dh_tune.tracking import Tracking
 
     setup = TrialSetup(pipeline={"name": "tiny"}, out_dir="out", dataset="data.yaml", base_checkpoint=None,
@@ -151,3 +153,28 @@ def test_budget_statistic_and_selection_rule_come_from_the_command_line_or_the_p
     assert (seen[1].pipeline.search.budget_stat, seen[1].pipeline.search.select) == ("p90", "best")
     with pytest.raises(SystemExit):
         cli.parse_args(["--budget-ms", "5", "--budget-stat", "p50"])
+
+
+def test_epoch_front_scores_the_same_front_the_inner_search_finds(trained_tiny, tiny_dataset, exit_tables) -> None:
+    """The per-epoch report is the hypervolume of the static + grid front of the same exit table, as a share of
+    the fixed reference box; a trained model covers more of it than an untrained one, which covers none."""
+    from dh_tune.data import load_dataset
+    from dh_tune.model import DHNet
+    from dh_tune.model.checkpoint import load_model
+    from dh_tune.search.epoch_front import EpochFront, reference_latency, report_records
+    from dh_tune.search.inner import DeploymentSpace, front_hypervolume, front_of, grid_sweep, static_sweep
+
+    val = load_dataset(tiny_dataset).splits["val"]
+    assert [r.path for r in report_records(val, np.arange(len(val)), 3)] == [val[i].path for i in (0, 4, 7)]
+    table = _latency(96, 1.0)
+    scorer = EpochFront(list(val), 96, table, 4.0, "ap50", "p90", 50.0, grid_steps=6, every=3)
+    assert [e for e in range(10) if scorer.due(e, 10)] == [2, 5, 8, 9]  # every 3 epochs and the last
+    model, _ = load_model(trained_tiny)
+    report = scorer(model, torch.device("cpu"))
+    space = DeploymentSpace({96: exit_tables[96]}, {96: table}, budget_stat="p90")
+    front = front_of(static_sweep(space) + grid_sweep(space, 6), "ap50")
+    ref = reference_latency(table, "p90")
+    assert report["front_hv"] == pytest.approx(front_hypervolume(front, "ap50", ref) / ref)
+    assert 0.0 < report["front_hv"] < 1.0 and report["budget_feasible"] == 1.0
+    assert report["budget_ap"] == pytest.approx(max(c.ap50 for c in front if c.budget_latency_ms <= 50.0))
+    assert scorer(DHNet((0.33, 0.25), nc=model.nc), torch.device("cpu"))["front_hv"] < report["front_hv"]

@@ -73,3 +73,24 @@ def test_a_lost_ray_node_is_one_line_saying_how_to_resume_and_a_bug_keeps_its_tr
     monkeypatch.setattr(driver, "run_search", bug)
     with pytest.raises(ValueError, match="internal mistake"):  # not turned into 'error: ...', exit 2
         search_main(["--budget-ms", "20", "--out", str(out), "--no-mlflow"])
+
+
+def test_a_trial_the_cluster_cannot_hold_is_refused_before_any_training_or_mlflow_run(
+        tiny_dataset, tiny_pipeline_doc, tmp_path, monkeypatch, capsys) -> None:
+    import yaml
+
+    monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
+    doc = tiny_pipeline_doc(tiny_dataset, imgsz=64)
+    doc["ray"] = {"workers": 8, "cpus_per_worker": 1}  # 8 CPUs a trial; this machine's Ray has far fewer
+    doc["search"]["deploy_imgsz"] = [64]
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    out, uri = tmp_path / "search", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert search_main(["--budget-ms", "20", "--pipeline", str(tmp_path / "p.yaml"), "--out", str(out),
+                        "--tracking-uri", uri, "--runtime", "torch"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "one search trial needs 8 worker(s) x (1 CPU)" in errors[0]
+    assert not (out / "base").exists() and not (out / "trials").exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -140,3 +140,28 @@ def test_injected_worker_failure_recovers_from_checkpoint(tiny_data: str, tiny_p
     ckpt = load_checkpoint(outcome.last)
     assert ckpt["epoch"] == 1
     assert [h["epoch"] for h in ckpt["history"]] == [1, 2]  # epoch 1 was not trained twice
+
+
+class _CountingScorer:
+    """Scores every second epoch: the number of parameters of the model it is handed, and the epoch."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def due(self, epoch: int, epochs: int) -> bool:
+        return epoch % 2 == 1 or epoch + 1 == epochs
+
+    def __call__(self, model, device) -> dict:
+        self.seen.append(sum(p.numel() for p in model.parameters()))
+        return {"front_hv": float(len(self.seen))}
+
+
+def test_an_epoch_scorer_adds_its_numbers_to_the_epochs_it_names(tiny_data: str, tiny_pipeline, tmp_path: Path) -> None:
+    p = tiny_pipeline(tiny_data, epochs=3, lr_scale=0.0)
+    scorer = _CountingScorer()
+    outcome = run_training(p, run_dir=tmp_path / "run", use_ray=False, track=False, epoch_scorer=scorer)
+    history = load_checkpoint(outcome.last)["history"]
+    assert [h.get("front_hv") for h in history] == [None, 1.0, 2.0]  # epochs 2 and 3 (the last)
+    assert len(set(scorer.seen)) == 1 and scorer.seen[0] > 0
+    # lr_scale 0 freezes the weights: the learning rate of every step is 0.
+    assert all(h["lr"] == 0.0 for h in history)

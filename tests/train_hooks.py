@@ -5,6 +5,10 @@ They run inside the training loop, in Ray Train workers too (tests/ must then be
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import signal
+from pathlib import Path
 
 from dh_tune import fsio
 from dh_tune.train.epoch_hooks import EpochEnd
@@ -35,3 +39,35 @@ def crash_once_after_first_epoch(end: EpochEnd) -> None:
     if not marker.exists():
         marker.touch()
         raise InjectedFailure(f"injected worker failure after epoch {end.epoch + 1}")
+
+
+KILL_MARKERS = "DH_TUNE_TEST_KILL_MARKERS"
+"""Environment variable naming a folder: `worker` and `trial` in it record the processes the hook below killed."""
+
+
+def _claim(marker: Path, run_dir: Path) -> bool:
+    """True for the one caller that creates `marker` (it records the run); False for everyone after."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, str(run_dir).encode())
+    os.close(fd)
+    return True
+
+
+def kill_search_processes_once(end: EpochEnd) -> None:
+    """In search trials, rank 0 logs each epoch (epoch, pid) to epochs.log; the first trial to finish its second
+    epoch has its Ray Train worker killed (SIGKILL), and the first other trial to finish its fourth epoch has the
+    trial's own process killed, each once in the whole search (markers in $DH_TUNE_TEST_KILL_MARKERS)."""
+    if end.rank != 0 or "trials" not in end.run_dir.parts:
+        return
+    with open(end.run_dir / "epochs.log", "a") as f:
+        f.write(f"{end.epoch + 1} {os.getpid()}\n")
+    markers = Path(os.environ[KILL_MARKERS])
+    if end.epoch == 1 and _claim(markers / "worker", end.run_dir):
+        os.kill(os.getpid(), signal.SIGKILL)
+    worker_killed = (markers / "worker").read_text() if (markers / "worker").exists() else ""
+    if end.epoch == 3 and worker_killed != str(end.run_dir) and _claim(markers / "trial", end.run_dir):
+        trial = json.loads((end.run_dir.parent / "result.json").read_text())
+        os.kill(int(trial["pid"]), signal.SIGKILL)

@@ -23,10 +23,13 @@ from ..runtimes import resolve as resolve_runtime
 from ..runtimes import version as runtime_version
 from ..tracking import SafeLogger, Tracking, resolve_tracking_uri, start_run
 from ..train.data_setup import resolve_dataset
+from .cluster import ConcurrencyPlan
 from .lock import search_lock
-from .outer import TrialSetup, finished_trials, mark_interrupted, run_outer
+from .outer import run_outer
 from .records import SearchOutcome, SearchRequest
-from .space import load_space
+from .space import check_points, load_space
+from .trial import TrialSetup
+from .trial_docs import ended_trials, mark_interrupted, most_at_once
 
 STATE_FILE = "search.json"
 
@@ -118,7 +121,8 @@ def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, la
     OUT/reference/<role> and read back on a re-run while its checkpoint, device tables and search settings
     are unchanged."""
     from ..model.checkpoint import file_sha256
-    from .outer import evaluate_trained, loss_params, result_fields, write_result
+    from .trial import evaluate_trained, loss_params, result_fields
+    from .trial_docs import write_result
 
     folder = req.out / "reference" / role
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,6 +186,7 @@ class _Inputs:
     dataset: str
     latency: dict[int, LatencyTable]
     dims: list = field(default_factory=list)
+    plan: ConcurrencyPlan | None = None  # trials at once (None: --checkpoint, no trials)
 
 
 def _read_inputs(req: SearchRequest) -> _Inputs:
@@ -193,6 +198,7 @@ def _read_inputs(req: SearchRequest) -> _Inputs:
         return _Inputs(dataset, _latency_tables(req, model, sizes, dataset))
     dataset = resolve_dataset(p)
     dims = load_space(p.search.search_space)
+    check_points(p.search.first_points, dims, "search.first_points")
     # Time the architecture before Ray starts: its background processes would inflate the numbers.
     latency = _latency_tables(req, DHNet(p.model.scale, nc=_num_classes(dataset, p)), sizes, dataset)
     return _Inputs(dataset, latency, dims)
@@ -203,6 +209,8 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
     state = _load_state(out)
     started = time.time()
     inputs = _read_inputs(req)
+    if req.checkpoint is None:  # refused here, before any training or MLflow run, when no trial fits the cluster
+        inputs.plan = _plan_trials(req)
     interrupted = mark_interrupted(out)
     if interrupted:
         _log(f"{len(interrupted)} trial(s) of an earlier, stopped search marked interrupted")
@@ -224,49 +232,65 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
     state.update(pipeline=p.model_dump(mode="json"), budgets=req.budgets)
     _save_state(out, state)
     try:
-        docs = _models(req, inputs, tracking)
+        docs = _models(req, inputs, tracking, state)
+        _save_state(out, state)
         from .summary import finish
 
-        return finish(req, docs, inputs.latency, logger, started)
+        return finish(req, docs, inputs.latency, logger, started, state.get("concurrency"))
     except BaseException as exc:
         if logger is not None:
             logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
 
 
-def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None) -> list[dict]:
+def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, state: dict) -> list[dict]:
     """Result documents of every model the search scores: the references and the distinct trials."""
-    from ..ray_setup import init_ray
-
-    p, out, dataset, latency = req.pipeline, req.out, inputs.dataset, inputs.latency
-    if req.checkpoint is not None:
-        return [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)]
-    init_ray(req.ray_address)
+    p, out, dataset, latency, plan = req.pipeline, req.out, inputs.dataset, inputs.latency, inputs.plan
+    if req.checkpoint is not None or plan is None:
+        return [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)] if req.checkpoint else []
+    total = req.trials or p.search.trials
     base = _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
     references = _reference_docs(req, dataset, latency, base, tracking)
-    total = req.trials or p.search.trials
-    if len(finished_trials(out)) >= total:
-        _log(f"all {total} trials already finished")
+    if len(ended_trials(out)) >= total:
+        _log(f"all {total} trials already ended")
     for _ in range(MAX_ROUNDS):
-        done = len(finished_trials(out))
+        done = len(ended_trials(out))
         if done >= total:
             break
-        _log(f"{done} trial(s) already finished; running {total - done} more")
+        _log(f"{done} trial(s) already ended; running {total - done} more, {plan.describe()}")
         setup = TrialSetup(pipeline=p.model_dump(mode="json"), out_dir=str(out.resolve()), dataset=dataset,
                            base_checkpoint=str(base) if base else None,
                            latency_tables={s: str(_table_path(out, t, s, req)) for s, t in latency.items()},
-                           budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=_cpus_per_worker(p))
+                           budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=plan.shape.cpus_per_worker)
         from .progress import make_callback
 
-        run_outer(setup, inputs.dims, total - done, sampler=p.search.sampler, seed=p.search.seed,
-                  callbacks=[make_callback(out, req.budgets, p.search.metric, total, done)])
-    docs = finished_trials(out)
+        stopping = run_outer(setup, inputs.dims, total - done, sampler=p.search.sampler, seed=p.search.seed,
+                             plan=plan, max_failures=p.ray.max_failures, first_points=p.search.first_points,
+                             callbacks=[make_callback(out, req.budgets, p.search.metric, total, done)])
+        _log(stopping)
+    docs = ended_trials(out)
+    state["concurrency"] = {"planned": plan.concurrent, "cluster_fits": plan.cluster_fits,
+                            "limited_by": plan.limited_by, "trial": plan.shape.describe(),
+                            "most_at_once": most_at_once(docs)}
     if len(docs) < total:
         _warn(f"warning: the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
     return references + docs
 
 
 MAX_ROUNDS = 3
+
+
+def _plan_trials(req: SearchRequest) -> ConcurrencyPlan:
+    """Start (or join) Ray and size the trials at once from its nodes; ResourceError when none fits."""
+    from ..ray_setup import init_ray
+    from .cluster import cluster_nodes, plan_concurrency, trial_shape
+
+    p = req.pipeline
+    init_ray(req.ray_address)
+    nodes = cluster_nodes()
+    left = (req.trials or p.search.trials) - len(ended_trials(req.out))
+    return plan_concurrency(nodes, trial_shape(p.ray.workers, p.ray.cpus_per_worker, p.ray.gpu, nodes),
+                            max(left, 1), p.search.max_concurrent)
 """Rounds of Tune trials the search runs to reach the requested number of distinct points."""
 
 
@@ -313,16 +337,6 @@ def _num_classes(dataset: str, p: Pipeline) -> int:
     from ..data import load_dataset
 
     return load_dataset(dataset, fmt=p.data.format).nc
-
-
-def _cpus_per_worker(p: Pipeline) -> float:
-    """Workers inside a Tune trial leave the trial its token CPU share."""
-    import ray
-
-    from .outer import TRIAL_CPU
-
-    total = float(ray.cluster_resources().get("CPU", 1))
-    return min(p.ray.cpus_per_worker, (total - TRIAL_CPU) / p.ray.workers)
 
 
 def _table_path(out: Path, table: LatencyTable, size: int, req: SearchRequest) -> Path:

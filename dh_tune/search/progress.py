@@ -25,12 +25,12 @@ def best_per_budget(docs: list[dict], budgets: list[float], metric: str) -> dict
 
 
 def progress_line(done: int, failed: int, running: int, total: int, started: float, best: dict[float, float | None],
-                  metric: str) -> str:
+                  metric: str, pruned: int = 0) -> str:
     elapsed = time.time() - started
-    finished = done + failed
+    finished = done + failed + pruned
     eta = f"{(elapsed / finished) * (total - finished) / 60:.1f} min" if finished else "?"
     bests = ", ".join(f"{b:g} ms: {v:.3f}" if v is not None else f"{b:g} ms: -" for b, v in best.items())
-    return (f"[search] trials {done} done / {running} running / {failed} failed of {total} | best {metric} "
+    return (f"[search] trials {done} done / {pruned} stopped early / {running} running / {failed} failed of {total} | best {metric} "
             f"{bests} | elapsed {elapsed / 60:.1f} min, left ~{eta}")
 
 
@@ -38,7 +38,7 @@ def make_callback(out_dir: Path, budgets: list[float], metric: str, total: int, 
     """A Ray Tune callback that prints a progress line whenever a trial starts, finishes or fails."""
     from ray.tune import Callback
 
-    from .outer import finished_trials
+    from .trial_docs import ended_trials
 
     class _Progress(Callback):
         def __init__(self) -> None:
@@ -46,11 +46,10 @@ def make_callback(out_dir: Path, budgets: list[float], metric: str, total: int, 
             self.running = 0
 
         def _print(self) -> None:
-            docs = finished_trials(out_dir)
-            done = sum(d["status"] == "finished" for d in docs)
-            failed = sum(d["status"] == "failed" for d in docs)
+            docs = ended_trials(out_dir)
+            done, failed, pruned = (sum(d["status"] == s for d in docs) for s in ("finished", "failed", "pruned"))
             print(progress_line(done, failed, self.running, total, self.started,
-                                best_per_budget(docs, budgets, metric), metric), file=sys.stderr, flush=True)
+                                best_per_budget(docs, budgets, metric), metric, pruned), file=sys.stderr, flush=True)
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.running += 1

@@ -1,6 +1,7 @@
 """The outer search space (search_spaces/*.yaml): gate-loss hyperparameters and their ranges.
 
-Each entry names a `train.loss` setting: gate_lambda, lambda_pos_1, lambda_pos_2, eps or gate_trunk_grad.
+Each entry names a `train.loss` setting (gate_lambda, lambda_pos_1, lambda_pos_2, eps, gate_trunk_grad) or the
+training's lr_scale (a multiplier of its learning rate).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any, Literal
 from ..messages import InputError
 from ..yamlfile import read_yaml_mapping
 
-KNOWN = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad")
+LOSS = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad")
+KNOWN = (*LOSS, "lr_scale")
 
 
 class SearchSpaceError(InputError):
@@ -66,22 +68,40 @@ def load_space(path: str | Path) -> list[Dimension]:
             raise SearchSpaceError(f"{path}: {name}: a log range needs low > 0")
         if name == "gate_trunk_grad" and not (0.0 <= low and high <= 1.0):
             raise SearchSpaceError(f"{path}: gate_trunk_grad: a share of the gradient lies in [0, 1], got [{low}, {high}]")
+        if name == "lr_scale" and low < 0:
+            raise SearchSpaceError(f"{path}: lr_scale.low: a learning-rate multiplier cannot be negative")
         if name == "eps" and low <= 1:
             raise SearchSpaceError(f"{path}: eps.low: epsilon must exceed 1 (Eq. 5 compares ratios >= 1)")
         dims.append(Dimension(name, kind, low, high, log))
     return dims
 
 
-def loss_overrides(params: dict[str, Any], base_lambda_pos: tuple[float, float]) -> dict[str, Any]:
-    """Sampled values -> the `train.loss` section overrides of a pipeline."""
-    out: dict[str, Any] = {}
+def train_overrides(params: dict[str, Any], base_lambda_pos: tuple[float, float]) -> dict[str, Any]:
+    """Sampled values -> the `train` section overrides of a pipeline (its `loss` keys and lr_scale)."""
+    loss: dict[str, Any] = {}
+    out: dict[str, Any] = {"loss": loss}
     lp = list(base_lambda_pos)
     for k, v in params.items():
         if k == "lambda_pos_1":
             lp[0] = float(v)
         elif k == "lambda_pos_2":
             lp[1] = float(v)
-        elif k in KNOWN:
+        elif k == "lr_scale":
             out[k] = float(v)
-    out["lambda_pos"] = lp
+        elif k in LOSS:
+            loss[k] = float(v)
+    loss["lambda_pos"] = lp
     return out
+
+
+def check_points(points: list[dict[str, float]], dims: list[Dimension], where: str) -> None:
+    """SearchSpaceError unless every point names a value inside the range of each searched dimension."""
+    names = {d.name for d in dims}
+    for i, point in enumerate(points):
+        missing, extra = sorted(names - set(point)), sorted(set(point) - names)
+        if missing or extra:
+            raise SearchSpaceError(f"{where}[{i}]: " + (f"missing {', '.join(missing)}" if missing else
+                                                        f"{', '.join(extra)} is not in the search space"))
+        for d in dims:
+            if not d.low <= float(point[d.name]) <= d.high:
+                raise SearchSpaceError(f"{where}[{i}].{d.name}: {point[d.name]} lies outside [{d.low:g}, {d.high:g}]")

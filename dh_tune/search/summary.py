@@ -72,13 +72,27 @@ class SearchFailed(RuntimeError):
     """The search ran but produced nothing to export (every trial failed)."""
 
 
+def trials_line(docs: list[dict], concurrency: dict | None) -> str:
+    """How the trials ended and how many ran at once (planned from the cluster, and seen)."""
+    trials = [d for d in docs if d.get("role") is None]
+    count = {s: sum(d.get("status") == s for d in trials) for s in ("finished", "pruned", "failed")}
+    line = (f"Trials: {count['finished']} trained to the end, {count['pruned']} stopped early, "
+            f"{count['failed']} failed")
+    if concurrency:
+        line += (f"; up to {concurrency['most_at_once']} ran at once (planned {concurrency['planned']}, set by "
+                 f"{concurrency['limited_by']}: the cluster holds {concurrency['cluster_fits']} of "
+                 f"{concurrency['trial']})")
+    return line
+
+
 def finish(req: SearchRequest, docs: list[dict], latency: dict[int, LatencyTable], parent: SafeLogger | None,
-           started: float) -> SearchOutcome:
+           started: float, concurrency: dict | None = None) -> SearchOutcome:
     """The search's result from every model's documents: the global front, one exported profile per budget,
-    the index, MLflow runs and the summary to print."""
+    the index, MLflow runs and the summary to print. `concurrency` says how many trials ran at once."""
     out, metric = req.out, req.pipeline.search.metric
     finished = [d for d in docs if d.get("status") == "finished"]
     failed = [d for d in docs if d.get("status") == "failed"]
+    pruned = [d for d in docs if d.get("status") == "pruned"]
     for d in failed:
         logger.warning("[search] trial %s failed: %s", d["trial_id"], d.get("error", "unknown error"))
     if not finished:
@@ -133,14 +147,15 @@ def finish(req: SearchRequest, docs: list[dict], latency: dict[int, LatencyTable
                            intervals=intervals, budget_stat=sc.budget_stat)
     index = write_index(out, table.device_name, exported, front, metric,
                         extra={"trials": sum(d.get("role") is None for d in finished), "failed_trials": len(failed),
+                               "pruned_trials": len(pruned), "concurrency": concurrency,
                                "optuna_vs_grid_hv_ratio": min(hv) if hv else None, "models": models,
                                "static_points": [p for p in points if is_static(p)],
                                "hypervolume_ref_latency_ms": float(lat.max()) * 1.05})
     comparison_table = write_comparison(device_dir, [e.path for e in exported])
     _log_mlflow(req, parent, results, exported, comparisons, points, [front_png, index, comparison_table], tables,
-                metric, latency, hv)
+                metric, latency, hv, concurrency, len(pruned))
     summary = summary_text(req, results, comparisons, exported, models, front, table, latency, started, hv,
-                           len(finished), len(failed))
+                           len(finished), len(failed), trials_line(docs, concurrency))
     return SearchOutcome(out, front, results, docs, parent.run_id if parent else None, index, summary)
 
 
@@ -154,7 +169,7 @@ def _static_reference(points: list[dict]) -> list[dict]:
 
 
 def _log_mlflow(req, parent, results, exported, comparisons, points, artifacts, tables, metric, latency,
-                hv) -> None:
+                hv, concurrency: dict | None, pruned: int) -> None:
     if parent is None:
         if req.track:
             logger.warning("warning: MLflow logging failed; profiles are in %s", req.out / "profiles")
@@ -164,6 +179,11 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, artifacts, 
     front_png = artifacts[0]
     if hv:
         parent.metrics({"optuna_vs_grid_hv_ratio": min(hv)}, step=0)
+    parent.metrics({"pruned_trials": pruned}, step=0)
+    if concurrency:
+        parent.tags({"concurrent_trials_planned": str(concurrency["planned"]),
+                       "concurrency_limited_by": concurrency["limited_by"], "trial_resources": concurrency["trial"]})
+        parent.metrics({"concurrent_trials_seen": concurrency["most_at_once"]}, step=0)
     p = req.pipeline
     _retire_old_runs(parent)
     for r, e, comp in zip(results, exported, comparisons):
@@ -226,11 +246,13 @@ def _retire_old_runs(parent: SafeLogger) -> None:
 
 
 def summary_text(req, results, comparisons, exported, models, front, table, latency, started, hv, n_ok,
-                 n_failed) -> str:
+                 n_failed, trials: str = "") -> str:
     """The table a finished search prints: device, trained models and the profile chosen for each budget."""
     metric = req.pipeline.search.metric
     lines = [f"\nDevice: {table.device_name}   ({n_ok} trained model(s), {n_failed} failed; "
              f"{len(front)} profiles on the Pareto front; {(time.time() - started) / 60:.1f} min)"]
+    if trials:
+        lines.append(trials)
     if hv:
         lines.append(f"Optuna's threshold front reaches {100 * min(hv):.1f}% of the exact grid sweep's hypervolume")
     lines.append(f"{'model':>10} | {'AP50 all':>8} {'AP50:95':>7} | {'gate acc':>11} | {'hypervolume':>11} | hyperparameters")

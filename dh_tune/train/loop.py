@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,15 @@ logger = logging.getLogger(__name__)
 Reporter = Callable[[dict[str, float], "Path | None"], None]
 
 
+class EpochScorer(Protocol):
+    """Scores the validated (EMA) model on rank 0 after the epochs it names; its numbers join the epoch's metrics
+    and report (a search trial's front hypervolume, which early stopping reads)."""
+
+    def due(self, epoch: int, epochs: int) -> bool: ...
+
+    def __call__(self, model: DHNet, device: torch.device) -> dict[str, Any]: ...
+
+
 @dataclass
 class RunContext:
     """Where the loop runs: rank, world size, device, how to report and what to resume from."""
@@ -51,6 +60,7 @@ class RunContext:
     resume_state: dict[str, Any] | None = None
     init_state: dict[str, Any] | None = None  # a dh-tune checkpoint to start from (warm start)
     log_metrics: Callable[[dict[str, float], int], None] | None = None
+    epoch_scorer: EpochScorer | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -80,9 +90,10 @@ def _restore(state: dict[str, Any], model: torch.nn.Module, ema: ModelEMA | None
 
 def epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
     """The one-line summary printed after each epoch."""
+    front = f"  front hv {m['front_hv']:.4f}" if "front_hv" in m else ""
     return (f"epoch {epoch + 1}/{epochs}  loss box {m['box']:.4f} obj {m['obj']:.4f} cls {m['cls']:.4f} "
             f"gate {m['gate']:.4f}  AP50 {m['ap50']:.3f} AP50:95 {m['ap50_95']:.3f}  "
-            f"gate acc {m['gate1_acc']:.3f}/{m['gate2_acc']:.3f}  lr {m['lr']:.5f}  {m['epoch_time_s']:.1f}s")
+            f"gate acc {m['gate1_acc']:.3f}/{m['gate2_acc']:.3f}{front}  lr {m['lr']:.5f}  {m['epoch_time_s']:.1f}s")
 
 
 def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = None) -> dict[str, float]:
@@ -144,9 +155,9 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
                    disable=not (main and sys.stderr.isatty()))
         lr = tc.lr0
         for it, (images, targets, _) in enumerate(bar):
-            lr = apply_schedule(optimizer, epoch=epoch, it=it, iters_per_epoch=nb, epochs=tc.epochs, lr0=tc.lr0,
-                                lrf=tc.lrf, momentum=tc.momentum, warmup_epochs=tc.warmup_epochs,
-                                warmup_bias_lr=tc.warmup_bias_lr)
+            lr = apply_schedule(optimizer, epoch=epoch, it=it, iters_per_epoch=nb, epochs=tc.epochs,
+                                lr0=tc.lr0 * tc.lr_scale, lrf=tc.lrf, momentum=tc.momentum,
+                                warmup_epochs=tc.warmup_epochs, warmup_bias_lr=tc.warmup_bias_lr * tc.lr_scale)
             x = images.to(device, non_blocking=True).float() / 255
             gl = gate_targets(targets[:, 4:6], targets[:, 0].long(), images.shape[0], anchors_cpu, ls.eps)
             with torch.autocast(device.type, enabled=use_amp):
@@ -175,6 +186,8 @@ def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = N
             precise_bn(eval_model, train_loader, device, tc.precise_bn_batches)
             metrics.update(validate(eval_model, val_loader, device, eps=ls.eps, amp=use_amp))
             metrics["fitness"] = fitness(metrics)
+            if ctx.epoch_scorer is not None and ctx.epoch_scorer.due(epoch, tc.epochs):
+                metrics.update(ctx.epoch_scorer(eval_model, device))
             metrics["epoch_time_s"] = time.time() - t0
             metrics["train_time_s"] = train_time
             metrics["images_per_s"] = len(train_ds) / max(train_time, 1e-9)  # all ranks together

@@ -15,7 +15,7 @@ import torch
 from ..model.checkpoint import load_checkpoint
 from ..pipeline import Pipeline
 from ..tracking import Tracking
-from .loop import RunContext, train_loop
+from .loop import EpochScorer, RunContext, train_loop
 
 
 def _epoch_logger(tracking: Tracking | None):
@@ -56,13 +56,15 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
     init_state = load_checkpoint(config["init_checkpoint"]) if config.get("init_checkpoint") else None
     run_ctx = RunContext(run_dir=Path(config["run_dir"]), rank=rank, world_size=world, device=device,
                          report=report, resume_state=resume_state, init_state=init_state,
-                         log_metrics=_epoch_logger(config["tracking"]) if rank == 0 else None)
+                         log_metrics=_epoch_logger(config["tracking"]) if rank == 0 else None,
+                         epoch_scorer=config.get("epoch_scorer"))
     train_loop(pipeline, run_ctx, config.get("dataset"))
 
 
 def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
                  init_checkpoint: str | None = None,
-                 tracking: Tracking | None = None, callbacks: list | None = None, name: str = "train"):
+                 tracking: Tracking | None = None, callbacks: list | None = None, name: str = "train",
+                 epoch_scorer: EpochScorer | None = None):
     """Run the training on Ray Train workers; returns Ray's Result (raises on final failure)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -72,7 +74,7 @@ def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resu
     if rc.gpu:
         resources["GPU"] = 1
     config = {"pipeline": pipeline.model_dump(mode="json"), "run_dir": str(run_dir), "dataset": dataset,
-              "resume_from": resume_from, "init_checkpoint": init_checkpoint, "tracking": tracking}
+              "resume_from": resume_from, "init_checkpoint": init_checkpoint, "tracking": tracking, "epoch_scorer": epoch_scorer}
     trainer = TorchTrainer(
         ray_worker_loop,
         train_loop_config=config,
@@ -86,11 +88,12 @@ def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resu
 
 
 def fit_local(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
-              init_checkpoint: str | None = None, tracking: Tracking | None = None) -> dict[str, float]:
+              init_checkpoint: str | None = None, tracking: Tracking | None = None,
+              epoch_scorer: EpochScorer | None = None) -> dict[str, float]:
     """The same loop in this process, without Ray (one worker)."""
     device = torch.device("cuda" if pipeline.ray.gpu and torch.cuda.is_available() else "cpu")
     ctx = RunContext(run_dir=run_dir, device=device,
                      resume_state=load_checkpoint(resume_from) if resume_from else None,
                      init_state=load_checkpoint(init_checkpoint) if init_checkpoint else None,
-                     log_metrics=_epoch_logger(tracking))
+                     log_metrics=_epoch_logger(tracking), epoch_scorer=epoch_scorer)
     return train_loop(pipeline, ctx, dataset)

@@ -5,6 +5,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import fsio
 from ..messages import InputError, loads_finite, redact_uri
@@ -13,6 +14,9 @@ from ..pipeline import Pipeline
 from ..tracking import SafeLogger, Tracking, flatten, resolve_tracking_uri, start_run
 from .data_setup import resolve_dataset
 from .plots import plot_history
+
+if TYPE_CHECKING:
+    from .loop import EpochScorer
 
 RUN_FILE = "run.json"
 
@@ -55,10 +59,12 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
                  dataset: str | None = None, tracking_uri: str | None = None, ray_address: str | None = None,
                  use_ray: bool = True, parent: Tracking | None = None, tune_callbacks: list | None = None,
                  track: bool = True, init_checkpoint: str | None = None,
-                 extra_tags: dict[str, str] | None = None, run_name: str | None = None) -> TrainOutcome:
+                 extra_tags: dict[str, str] | None = None, run_name: str | None = None,
+                 epoch_scorer: EpochScorer | None = None) -> TrainOutcome:
     """Train as the pipeline says and return where the checkpoints are; resume continues a run folder.
 
     With `parent`, the MLflow run is started in its store, nested under its run and in its experiment.
+    `epoch_scorer` adds its numbers to the epochs it names (validation's model, rank 0), and so to their reports.
     """
     resume_from, mlflow_run_id = None, None
     if resume is not None:
@@ -101,12 +107,13 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
             init_ray(ray_address)
             check_resources(pipeline.ray.workers, pipeline.ray.cpus_per_worker, pipeline.ray.gpu)
             fit_with_ray(pipeline, run_dir, dataset=dataset, resume_from=resume_from,
-                         init_checkpoint=init_checkpoint, tracking=tracking, callbacks=tune_callbacks, name="train")
+                         init_checkpoint=init_checkpoint, tracking=tracking, callbacks=tune_callbacks, name="train",
+                         epoch_scorer=epoch_scorer)
         else:
             from .ray_runner import fit_local
 
             fit_local(pipeline, run_dir, dataset=dataset, resume_from=resume_from,
-                      init_checkpoint=init_checkpoint, tracking=tracking)
+                      init_checkpoint=init_checkpoint, tracking=tracking, epoch_scorer=epoch_scorer)
     except BaseException as exc:
         if logger is not None:
             logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

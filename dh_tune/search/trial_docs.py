@@ -1,0 +1,93 @@
+"""Trial result documents (OUT/trials/<id>/result.json): what each trial did, read back on every resume.
+
+A trial's status is `running` while it trains, then `finished` (trained and scored), `pruned` (stopped early
+by the scheduler, with its last report), `failed` (with the reason), `duplicate` (a point trained before) or
+`interrupted` (its search was killed: not counted, its point may be drawn again).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .. import fsio
+from ..messages import first_line
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+ENDED = ("finished", "failed", "pruned")
+"""Statuses of a trial that counts towards the search's trials: its point is not drawn again."""
+
+
+def write_result(trial_dir: Path, doc: dict[str, Any]) -> None:
+    fsio.write_json(trial_dir / RESULT_FILE, doc)
+
+
+def read_result(trial_dir: Path) -> dict[str, Any] | None:
+    """A trial's result document, or None when it has none (or an unreadable one)."""
+    f = trial_dir / RESULT_FILE
+    if not f.is_file():
+        return None
+    try:
+        doc = json.loads(fsio.read_text(f, "trial result"))
+    except (ValueError, OSError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def same_point(a: dict[str, float], b: dict[str, float]) -> bool:
+    """True when two hyperparameter points name the same values (up to float round-off)."""
+    return a.keys() == b.keys() and all(math.isclose(float(a[k]), float(b[k]), rel_tol=1e-9, abs_tol=1e-12)
+                                        for k in a)
+
+
+def result_docs(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Every trial's result document, oldest first; an unreadable one is reported and skipped."""
+    docs = []
+    for f in (Path(out_dir) / "trials").glob(f"*/{RESULT_FILE}"):
+        try:
+            doc = json.loads(fsio.read_text(f, "trial result"))
+        except (ValueError, OSError) as exc:
+            logger.warning("[search] %s: unreadable trial result (%s); the trial is run again", f, first_line(exc))
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+            docs.append((f, doc))
+    return sorted(docs, key=lambda fd: (float(fd[1].get("started", 0.0)), fd[1].get("trial_id", "")))
+
+
+def ended_trials(out_dir: Path) -> list[dict[str, Any]]:
+    """Result documents of every distinct point that finished, was pruned or failed (across invocations).
+
+    A point tried twice counts once (the first result); a trial still marked running was interrupted.
+    """
+    docs: list[dict[str, Any]] = []
+    for _, doc in result_docs(out_dir):
+        if doc.get("status") in ENDED and not any(same_point(d["params"], doc["params"]) for d in docs):
+            docs.append(doc)
+    return docs
+
+
+def mark_interrupted(out_dir: Path) -> list[dict[str, Any]]:
+    """Trials a killed search left `running` become `interrupted` (they are not counted; their point may be
+    drawn again). Call only while holding the search folder's lock. Returns the documents changed."""
+    changed = []
+    for f, doc in result_docs(out_dir):
+        if doc.get("status") == "running":
+            doc.update(status="interrupted", error="the search stopped while this trial ran")
+            write_result(f.parent, doc)
+            changed.append(doc)
+    return changed
+
+
+def most_at_once(docs: list[dict[str, Any]]) -> int:
+    """The most trials that ran at the same time, from their documents' `started` and `ended` times."""
+    events = sorted((t, step) for d in docs if "started" in d and "ended" in d
+                    for t, step in ((float(d["started"]), 1), (float(d["ended"]), -1)))
+    running = peak = 0
+    for _, step in events:  # at equal times an end (-1) sorts before a start: touching intervals do not overlap
+        running += step
+        peak = max(peak, running)
+    return peak
