@@ -107,3 +107,41 @@ def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_pa
     (changed,) = mark_interrupted(tmp_path)
     assert changed["trial_id"] == "c"
     assert json.loads((tmp_path / "trials" / "c" / "result.json").read_text())["status"] == "interrupted"
+
+
+def test_a_new_trial_takes_over_the_checkpointed_training_of_an_interrupted_one_with_its_point(tmp_path) -> None:
+    from dh_tune.search.trial_docs import adopt_interrupted
+
+    p = {"gate_lambda": 0.3, "eps": 4.0}
+    _trial(tmp_path, "early", params=p, status="interrupted", started=1.0)  # killed before its first checkpoint
+    (tmp_path / "trials" / "early" / "train").mkdir()
+    _trial(tmp_path, "late", params=p, status="interrupted", started=2.0)
+    (tmp_path / "trials" / "late" / "train" / "weights").mkdir(parents=True)
+    (tmp_path / "trials" / "late" / "train" / "weights" / "last.pt").write_bytes(b"checkpoint")
+    _trial(tmp_path, "other", params={"gate_lambda": 0.5, "eps": 4.0}, status="interrupted", started=3.0)
+    new = tmp_path / "trials" / "new"
+    new.mkdir()
+    assert adopt_interrupted(tmp_path, new, {"gate_lambda": 0.5, "eps": 4.0}) is None  # nothing of its own to resume
+    assert adopt_interrupted(tmp_path, new, dict(p)) == "late"
+    assert (new / "train" / "weights" / "last.pt").read_bytes() == b"checkpoint"
+    assert not (tmp_path / "trials" / "late" / "train").exists()
+    late = json.loads((tmp_path / "trials" / "late" / "result.json").read_text())
+    assert late["status"] == "interrupted" and late["resumed_by"] == "new"
+    assert adopt_interrupted(tmp_path, new, dict(p)) is None  # it has a training now
+
+
+def test_a_resumed_search_first_trains_the_paper_point_its_first_points_and_what_the_kill_interrupted(
+        tmp_path) -> None:
+    from dh_tune.search.outer import paper_point, points_to_evaluate
+    from dh_tune.search.space import Dimension
+
+    dims = [Dimension("gate_lambda", "float", 0.01, 1.0, True), Dimension("eps", "float", 2.0, 6.0)]
+    paper = paper_point(dims)
+    _trial(tmp_path, "a", params={"gate_lambda": 0.5, "eps": 3.0}, status="finished", started=1.0)
+    _trial(tmp_path, "b", params={"gate_lambda": 0.7, "eps": 3.0}, status="interrupted", started=2.0)
+    _trial(tmp_path, "c", params={"gate_lambda": 0.9, "eps": 3.0}, status="interrupted", started=3.0,
+           resumed_by="d")  # already taken over
+    _trial(tmp_path, "e", params={"gate_lambda": 0.8}, status="interrupted", started=4.0)  # another space
+    first = [{"gate_lambda": 0.5, "eps": 3.0}, {"gate_lambda": 0.6, "eps": 3.0}]
+    assert points_to_evaluate(tmp_path, dims, first) == [paper, {"gate_lambda": 0.6, "eps": 3.0},
+                                                         {"gate_lambda": 0.7, "eps": 3.0}]

@@ -84,19 +84,18 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 def _start_and_kill_in_first_trial(args: list[str], env: dict[str, str], log: Path) -> None:
-    """Run the search command in a subprocess and SIGKILL it while its first trial (the paper's point) trains."""
+    """Run the search command in a subprocess and SIGKILL it once its first trial (the paper's point) has saved a
+    checkpoint of its training."""
     out = Path(args[args.index("--out") + 1])
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "dh_tune.search", *args], env=env, stdout=f,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         try:
             deadline = time.time() + 400
-            # The trial's training has begun once its run record (with its MLflow run id) is written.
-            while not any((out / "trials").glob("*/train/run.json")):
+            while not any((out / "trials").glob("*/train/weights/last.pt")):
                 assert proc.poll() is None, log.read_text()[-3000:]
                 assert time.time() < deadline, "the search never reached its trial phase"
                 time.sleep(0.5)
-            time.sleep(1)
         finally:
             _kill_tree(proc)
 
@@ -108,7 +107,7 @@ def _sha(path: Path) -> str:
 def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repairs_damage(
         tiny_dataset, write_pipeline, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
-    pipeline = write_pipeline(tiny_dataset)
+    pipeline = write_pipeline(tiny_dataset, trial_epochs=3, early_stop={"scheduler": "none"})
     out, uri = tmp_path / "search", f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--budget-ms", "3", "--budget-ms", "60", "--pipeline", str(pipeline), "--out", str(out),
             "--tracking-uri", uri]
@@ -119,18 +118,25 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     (killed,) = _trial_docs(out)
     assert killed["status"] == "running" and same_point(killed["params"], PAPER)
     trained = _mtimes(out)
-    assert list(trained) == ["base/weights/last.pt"]
+    assert sorted(trained) == ["base/weights/last.pt", f"trials/{killed['trial_id']}/train/weights/last.pt"]
+    killed_at = torch.load(out / "trials" / killed["trial_id"] / "train" / "weights" / "last.pt",
+                           weights_only=True)["history"]
     assert search_main(args) == 0
     err = capsys.readouterr().err
     assert "1 trial(s) of an earlier, stopped search marked interrupted" in err and "marked FAILED" in err
-    assert {k: v for k, v in _mtimes(out).items() if k.startswith("base")} == trained  # the base is not retrained
+    base_only = {k: v for k, v in trained.items() if k.startswith("base")}
+    assert {k: v for k, v in _mtimes(out).items() if k.startswith("base")} == base_only  # the base is not retrained
 
     trials = sorted(p.parent.name for p in (out / "trials").glob("*/result.json"))
     docs = _trial_docs(out)
     assert [d["status"] for d in docs].count("interrupted") == 1
     finished = [d for d in docs if d["status"] == "finished"]
     assert len(finished) == 2 and not same_point(finished[0]["params"], finished[1]["params"])
-    assert any(same_point(d["params"], PAPER) for d in finished)  # its killed first attempt is tried again
+    # Its killed first attempt is tried again and takes over the killed training: the epochs it had are kept.
+    (again,) = (d for d in finished if same_point(d["params"], PAPER))
+    assert again["resumed_from"] == killed["trial_id"]
+    history = torch.load(again["checkpoint"].replace("best.pt", "last.pt"), weights_only=True)["history"]
+    assert len(history) == 3 and history[: len(killed_at)] == killed_at
     study = optuna.load_study(study_name="outer", storage=f"sqlite:///{out / 'optuna.db'}")
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 2 and "RUNNING" not in states and "WAITING" not in states
@@ -171,7 +177,7 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     assert all(r.info.status != "RUNNING" for r in runs)
     roles = [r.data.tags.get("search_role") for r in runs]
     trial_status = sorted(r.info.status for r in runs if r.data.tags.get("search_role") == "trial")
-    assert trial_status == ["FAILED", "FINISHED", "FINISHED"]  # the killed trial's run is closed as failed
+    assert trial_status == ["FINISHED", "FINISHED"]  # the killed trial's run was resumed and finished
     assert roles.count("base") == 1 and roles.count("parent") == 1
     assert roles.count("static") == 6  # 2 sizes x (P3, P3+P4, all heads) of the static YOLOv5
     parent = next(r for r in runs if r.data.tags.get("search_role") == "parent")

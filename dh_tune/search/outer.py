@@ -14,7 +14,7 @@ from pathlib import Path
 from .cluster import TRIAL_CPU, ConcurrencyPlan
 from .space import Dimension
 from .trial import TrialSetup, trainable
-from .trial_docs import ended_trials, same_point
+from .trial_docs import ended_trials, result_docs, same_point
 
 # The paper's setting (section 3.3): trained end to end, the gate gradient flowing into the trunk, at its own
 # learning rate.
@@ -44,10 +44,14 @@ def paper_point(dims: list[Dimension]) -> dict[str, float]:
 
 
 def points_to_evaluate(out: Path, dims: list[Dimension], first: list[dict[str, float]]) -> list[dict[str, float]]:
-    """The paper's point, then the pipeline's first points, less those an earlier invocation already ended."""
+    """The paper's point, the pipeline's first points, then the points of trials a killed search interrupted
+    (each new trial takes over its interrupted training), less those an earlier invocation already ended."""
     tried = [d["params"] for d in ended_trials(out)]
+    names = {d.name for d in dims}
     points = [paper_point(dims)] if len(paper_point(dims)) == len(dims) else []
     points += [{k: float(v) for k, v in p.items()} for p in first]
+    points += [{k: float(v) for k, v in d["params"].items()} for _, d in result_docs(out)
+               if d.get("status") == "interrupted" and "resumed_by" not in d and set(d["params"]) == names]
     todo: list[dict[str, float]] = []
     for p in points:
         if not any(same_point(p, q) for q in tried + todo):

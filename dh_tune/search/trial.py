@@ -25,7 +25,7 @@ from ..tracking import Tracking
 from .epoch_front import EpochFront, budget_point, report_records
 from .inner import front_of, inner_search
 from .space import Dimension, train_overrides
-from .trial_docs import ended_trials, read_result, same_point, write_result
+from .trial_docs import adopt_interrupted, ended_trials, read_result, same_point, write_result
 
 
 @dataclass
@@ -163,6 +163,9 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
                    point=earlier.get("point") or {"ap": 0.0, "latency_ms": 0.0, "feasible": 0.0, "hv_ratio": 0.0})
         write_result(trial_dir, doc)
         return doc
+    adopted = adopt_interrupted(Path(setup.out_dir), trial_dir, params)
+    if adopted:  # a killed search left this point's training part-way: go on from its last checkpoint
+        doc["resumed_from"] = adopted
     write_result(trial_dir, doc)
     try:
         pipeline = trial_pipeline(base, params, setup)

@@ -91,3 +91,23 @@ def most_at_once(docs: list[dict[str, Any]]) -> int:
         running += step
         peak = max(peak, running)
     return peak
+
+
+def adopt_interrupted(out_dir: Path, trial_dir: Path, params: dict[str, float]) -> str | None:
+    """Move the training of an interrupted trial with the same point (a search killed while it trained) into
+    `trial_dir`, so the new trial resumes it instead of starting over. Returns the adopted trial's id, or None.
+
+    Only a run folder with a checkpoint is taken; the old document keeps status `interrupted` and names its heir.
+    """
+    target = trial_dir / "train"
+    if target.exists():
+        return None
+    for f, doc in result_docs(out_dir):
+        source = f.parent / "train"
+        if (doc.get("status") == "interrupted" and f.parent != trial_dir and same_point(doc["params"], params)
+                and (source / "weights" / "last.pt").is_file()):
+            source.rename(target)
+            doc["resumed_by"] = trial_dir.name
+            write_result(f.parent, doc)
+            return str(doc["trial_id"])
+    return None
