@@ -119,8 +119,8 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     assert killed["status"] == "running" and same_point(killed["params"], PAPER)
     trained = _mtimes(out)
     assert sorted(trained) == ["base/weights/last.pt", f"trials/{killed['trial_id']}/train/weights/last.pt"]
-    killed_at = torch.load(out / "trials" / killed["trial_id"] / "train" / "weights" / "last.pt",
-                           weights_only=True)["history"]
+    killed_last = out / "trials" / killed["trial_id"] / "train" / "weights" / "last.pt"
+    killed_at = torch.load(killed_last, weights_only=True)["history"]
     assert search_main(args) == 0
     err = capsys.readouterr().err
     assert "1 trial(s) of an earlier, stopped search marked interrupted" in err and "marked FAILED" in err
