@@ -120,12 +120,20 @@ def test_a_trial_lost_for_good_or_stopped_is_recorded_only_while_it_still_says_r
     from dh_tune.search.early_stop import record_lost, record_stopped
     from dh_tune.search.trial_docs import read_result, write_result
 
-    for trial_id, status in (("a", "running"), ("b", "finished"), ("c", "running")):
-        write_result(tmp_path / "trials" / trial_id, {"trial_id": trial_id, "params": {}, "status": status})
+    for trial_id, status in (("a", "running"), ("b", "finished"), ("c", "running"), ("d", "failed")):
+        write_result(tmp_path / "trials" / trial_id, {"trial_id": trial_id, "params": {}, "status": status,
+                                                      "error": "ActorDiedError: stopped"})
+    stop = {"epoch": 9, "front_hv": 0.0, "ap": 0.0, "latency_ms": 4.0, "final": 0.0}
     record_lost(tmp_path, "a", "the trial failed 3 time(s), the last: NodeDiedError")
     record_lost(tmp_path, "b", "late news")
-    record_stopped(tmp_path, "c", {"epoch": 9, "front_hv": 0.0, "ap": 0.0, "latency_ms": 4.0, "final": 0.0}, None)
-    a, b, c = (read_result(tmp_path / "trials" / t) for t in "abc")
+    record_stopped(tmp_path, "b", stop, None)
+    record_stopped(tmp_path, "c", stop, None)
+    record_stopped(tmp_path, "d", stop, None)  # it recorded itself failed as the stop reached it
+    a, b, c, d = (read_result(tmp_path / "trials" / t) for t in "abcd")
     assert a["status"] == "failed" and "NodeDiedError" in a["error"] and a["ended"] > 0
-    assert b["status"] == "finished" and "error" not in b  # a trial that recorded its own end keeps it
+    assert b["status"] == "finished" and b["error"] != "late news"  # a trial that recorded its own end keeps it
     assert c["status"] == "pruned" and c["stopped_epoch"] == 9 and c["last"]["last_latency_ms"] == 4.0
+    assert d["status"] == "pruned" and "error" not in d
+    ended = c["ended"]
+    record_stopped(tmp_path, "c", stop, None)  # recorded again once the processes are gone: unchanged
+    assert read_result(tmp_path / "trials" / "c") == {**c, "ended": ended}

@@ -118,13 +118,20 @@ def epoch_report_callback():
 
 def record_stopped(out_dir: Path, trial_id: str, result: dict[str, Any], tracking_uri: str | None) -> dict | None:
     """A trial the scheduler stopped: its document becomes `pruned` with its last report, and its MLflow run
-    ends KILLED, tagged pruned. Returns the document (None when the trial wrote none)."""
+    ends KILLED, tagged pruned. Returns the document (None when the trial wrote none).
+
+    Called again once the trials' processes are gone: a trial stopped while it reported may have recorded
+    itself as failed (and closed its run so) after the first call; the stop is what happened to it.
+    """
     trial_dir = out_dir / "trials" / trial_id
     doc = read_result(trial_dir)
-    if doc is None or doc.get("status") != "running":
+    if doc is None or doc.get("status") not in ("running", "failed", "pruned"):
         return doc
     values = last_values(result)
-    doc.update(status="pruned", ended=time.time(), stopped_epoch=int(result.get("epoch", 0)), last=values,
+    for key in ("error", "traceback"):  # what the stop itself raised in the trial
+        doc.pop(key, None)
+    doc.update(status="pruned", ended=doc.get("ended") if doc.get("status") == "pruned" else time.time(),
+               stopped_epoch=int(result.get("epoch", 0)), last=values,
                point={"ap": 0.0, "latency_ms": values.get("last_latency_ms", 0.0), "feasible": 0.0, "hv_ratio": 0.0})
     write_result(trial_dir, doc)
     _close_run(trial_dir, tracking_uri, values)
@@ -168,9 +175,19 @@ def trial_end_callback(out_dir: Path, tracking_uri: str | None):
     from ray.tune import Callback
 
     class TrialEnds(Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stopped: dict[str, dict[str, Any]] = {}  # trial id -> the report it was stopped on
+
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             if trial_outcome(trial.last_result, False) == "pruned":
+                self.stopped[trial.trial_id] = dict(trial.last_result)
                 record_stopped(out_dir, trial.trial_id, trial.last_result, tracking_uri)
+
+        def settle(self) -> None:
+            """Record the stopped trials once more, now that their processes are gone."""
+            for trial_id, result in self.stopped.items():
+                record_stopped(out_dir, trial_id, result, tracking_uri)
 
         def on_trial_error(self, iteration, trials, trial, **info) -> None:
             record_lost(out_dir, trial.trial_id, f"the trial failed {trial.num_failures} time(s), the last: "

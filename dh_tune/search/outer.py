@@ -89,6 +89,7 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sample
     # The trial only waits for its TorchTrainer: it holds a token CPU share, its workers the rest.
     fn = tune.with_resources(fn, {"CPU": TRIAL_CPU})
     tracking_uri = setup.tracking.uri if setup.tracking is not None else None
+    ends = trial_end_callback(out, tracking_uri)
     tuner = tune.Tuner(
         fn,
         param_space={d.name: d.tune_domain() for d in dims},
@@ -97,7 +98,10 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sample
         run_config=tune.RunConfig(name="outer", storage_path=str((out / "ray").resolve()),
                                   # a trial whose process (or node) is lost starts again, resuming its training
                                   failure_config=tune.FailureConfig(max_failures=max_failures), verbose=0,
-                                  callbacks=[trial_end_callback(out, tracking_uri), *(callbacks or [])]),
+                                  callbacks=[ends, *(callbacks or [])]),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        ends.settle()
     return stopping
