@@ -181,7 +181,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
                 pipeline, run_dir=train_dir, resume=resume, dataset=setup.dataset, parent=setup.tracking,
                 init_checkpoint=setup.base_checkpoint, track=setup.tracking is not None,
                 extra_tags={"trial_id": trial_id, "search_role": "trial"}, run_name=f"trial-{trial_id}",
-                tune_callbacks=callbacks,
+                tune_callbacks=callbacks, failure_status=lambda _: _stopped_or_failed(trial_dir),
                 epoch_scorer=epoch_front(pipeline, setup.dataset, setup.latency_tables, setup.budget_ms))
         latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
         result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
@@ -202,6 +202,13 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
         return now
     write_result(trial_dir, doc)
     return doc
+
+
+def _stopped_or_failed(trial_dir: Path) -> str:
+    """How a trial's MLflow run ends when its training raised: KILLED when the scheduler stopped it (the search
+    marked it pruned before stopping it: the error is the stop reaching the training), else FAILED."""
+    doc = read_result(trial_dir)
+    return "KILLED" if doc is not None and doc.get("status") == "pruned" else "FAILED"
 
 
 def _log_front(setup: TrialSetup, run_id: str | None, trial_dir: Path, doc: dict[str, Any], hv_ratio: float) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -60,11 +61,13 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
                  use_ray: bool = True, parent: Tracking | None = None, tune_callbacks: list | None = None,
                  track: bool = True, init_checkpoint: str | None = None,
                  extra_tags: dict[str, str] | None = None, run_name: str | None = None,
-                 epoch_scorer: EpochScorer | None = None) -> TrainOutcome:
+                 epoch_scorer: EpochScorer | None = None,
+                 failure_status: Callable[[BaseException], str] | None = None) -> TrainOutcome:
     """Train as the pipeline says and return where the checkpoints are; resume continues a run folder.
 
     With `parent`, the MLflow run is started in its store, nested under its run and in its experiment.
     `epoch_scorer` adds its numbers to the epochs it names (validation's model, rank 0), and so to their reports.
+    `failure_status` says how the MLflow run ends when training raises (default FAILED; KILLED on Ctrl-C).
     """
     resume_from, mlflow_run_id = None, None
     if resume is not None:
@@ -116,7 +119,8 @@ def run_training(pipeline: Pipeline, *, run_dir: Path | None = None, resume: Pat
                       init_checkpoint=init_checkpoint, tracking=tracking, epoch_scorer=epoch_scorer)
     except BaseException as exc:
         if logger is not None:
-            logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else
+                       failure_status(exc) if failure_status is not None else "FAILED")
         raise
 
     last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
