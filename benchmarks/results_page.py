@@ -193,6 +193,14 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
                   f"{g['runtime_vs_yolov5']:.2f}x YOLOv5)",
                   f"{100 * g['all_heads_over_static']:+.1f}% (chaining alone {100 * (g.get('chain_over_static') or 0):+.1f}%)",
                   f"{100 * g['exit1_saving']:.1f}% vs {100 * g['exit1_saving_macs']:.1f}%"] for s, g in doc["goals"].items()]
+    int8_rows = [[f"{s} px", g["int8"]["runtime"],
+                  f"{g['int8']['vs_eager_fused']:.2f}x ({g['int8']['vs_eager_unfused']:.2f}x unfused, "
+                  f"{g['int8']['vs_fp32']:.2f}x its fp32)", f"{100 * g['int8']['all_heads_over_static']:+.1f}%",
+                  f"{100 * g['int8']['exit1_saving']:.1f}%",
+                  *(f"{a['fp32']:.4f} -> {a['int8']:.4f} ({a['int8'] - a['fp32']:+.4f})"
+                    for a in (g["int8"]["ap50_95"]["static"], g["int8"]["ap50_95"]["allheads"]))]
+                 for s, g in doc["goals"].items() if g.get("int8")]
+    int8_images = next((g["int8"]["images"] for g in doc["goals"].values() if g.get("int8")), 0)
     eq = [f"{r} at {s} px: maps within {e['max_abs_diff']:.1e} of torch, gate scores within {e['max_score_diff']:.1e}, "
           f"{e['decisions_differ']} different exits" for s in sizes for r, e in doc["sizes"][s]["equivalence"].items()]
     _runtime_chart(doc, figures / "runtimes.png")
@@ -211,6 +219,13 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
             *_table(["size", "static vs eager (goal <= 0.35x)", "all heads over static (<= 3%)",
                      "exit-1 saving vs MACs (within 3 points)"], goal_rows),
             *(f"- {line}" for line in eq), "",
+            *([f"int8 (`python -m dh_tune.export --precision int8`): the trunk quantized after training, calibrated on "
+               "64 training images; gates and output convolutions fp32. Timed above as *int8*; AP50:95 of the fp32 "
+               f"graphs and the int8 graphs on the first {int8_images} validation images, same runtime (the gated "
+               "chain with the all-heads thresholds):", "",
+               *_table(["size", "fastest", "int8 static vs eager", "all heads over int8 static",
+                        "exit-1 saving", "AP50:95 static, fp32 -> int8", "AP50:95 gated, fp32 -> int8"], int8_rows)]
+              if int8_rows else []),
             f"![runtimes]({figures.name}/runtimes.png)", ""]
 
 

@@ -150,6 +150,18 @@ def copy_verified(src: str | Path, dst: str | Path, sha256: str) -> Path:
     return dst
 
 
+def replace_dir(tmp: str | Path, out: str | Path) -> Path:
+    """Put the finished folder `tmp` (a sibling of `out`) in place of `out`, removing an older `out` first."""
+    import shutil
+
+    out = Path(out)
+    Path(tmp).chmod(0o755)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     """Save a matplotlib figure atomically (the format follows the suffix of `path`)."""
     with atomic_path(path) as tmp:

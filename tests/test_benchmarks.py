@@ -90,6 +90,7 @@ def test_run_all_writes_the_page_and_resumes(tiny_dataset, tiny_pipeline_doc, be
                     "frames over the budget"):
         assert heading in page
     assert "-0.65M (34.7%)" in page  # the paper's Table 2 value, labelled beside ours
+    assert "AP50:95 static, fp32 -> int8" in page  # int8 timed and its AP measured beside the fp32 graphs
     for png in ("figure5_gates.png", "figure7_thresholds.png", "pareto_front.png", "dynamic_vs_static.png",
                 "runtimes.png"):
         assert (results.parent / "results" / png).stat().st_size > 1000

@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -36,6 +35,9 @@ from .graphs import OPSET, SegmentSpec, cut, export_onnx, export_whole, plan
 
 FORMATS = tuple(RUNTIMES_FOR_FORMAT)
 _NAMES = {"type": "array", "items": {"type": "string"}}
+_AP = {"type": "object", "required": ["ap50", "ap50_95"],
+       "properties": {"ap50": {"type": "number"}, "ap50_95": {"type": "number"}}}
+PRECISIONS = ("fp32", "int8")
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dh-tune deployment manifest",
@@ -45,7 +47,11 @@ SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "kind": {"const": KIND}, "schema_version": {"const": SCHEMA_VERSION}, "format": {"enum": list(FORMATS)},
-        "precision": {"const": "fp32"}, "opset": {"type": "integer"},
+        "precision": {"enum": list(PRECISIONS)}, "opset": {"type": "integer"},
+        "quantization": {"type": "object", "required": ["scheme", "calibration_images", "calibration_source"]},
+        "accuracy": {"type": "object", "required": ["images", "source", "runtime", "fp32", "int8"],
+                     "properties": {"images": {"type": "integer", "minimum": 1},
+                                    "fp32": _AP, "int8": _AP}},
         "runtime": {"type": "object", "required": ["name", "version"],
                     "properties": {"name": {"enum": ["onnxruntime", "openvino"]}, "version": {"type": "string"}}},
         "profile_runtime": {"type": "object"},
@@ -64,6 +70,9 @@ SCHEMA: dict[str, Any] = {
         "source": {"type": "object"},
         "created_at": {"type": "string"},
     },
+    # Lower precision only with its AP measured against the fp32 graphs and recorded.
+    "if": {"properties": {"precision": {"const": "int8"}}},
+    "then": {"required": ["quantization", "accuracy"]},
 }
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
@@ -154,10 +163,7 @@ def export_folder(model: DHNet, out: str | Path, fmt: str, *, imgsz: int, thresh
         if profile_doc is not None:
             fsio.write_json(tmp / "profile.json", profile_doc, indent=2, allow_nan=False)
         shutil.copy2(dhnet_runtime.__file__, tmp / "dhnet_runtime.py")
-        tmp.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        fsio.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
