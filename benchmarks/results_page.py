@@ -191,11 +191,13 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
     fastest = doc["fastest"]
     goal_rows = [[f"{s} px", f"{g['runtime_vs_eager_fused']:.2f}x ({g['runtime_vs_eager_unfused']:.2f}x unfused, "
                   f"{g['runtime_vs_yolov5']:.2f}x YOLOv5)",
-                  f"{100 * g['all_heads_over_static']:+.1f}% (chaining alone {100 * (g.get('chain_over_static') or 0):+.1f}%)",
+                  f"{doc['sizes'][s]['fp32_floor_ms']:.2f} ms = {g['fp32_floor_vs_eager_fused']:.2f}x"
+                  if g.get("fp32_floor_vs_eager_fused") else "n/a",
+                  _overhead(g) + f" (chaining alone {100 * (g.get('chain_over_static') or 0):+.1f}%)",
                   f"{100 * g['exit1_saving']:.1f}% vs {100 * g['exit1_saving_macs']:.1f}%"] for s, g in doc["goals"].items()]
     int8_rows = [[f"{s} px", g["int8"]["runtime"],
                   f"{g['int8']['vs_eager_fused']:.2f}x ({g['int8']['vs_eager_unfused']:.2f}x unfused, "
-                  f"{g['int8']['vs_fp32']:.2f}x its fp32)", f"{100 * g['int8']['all_heads_over_static']:+.1f}%",
+                  f"{g['int8']['vs_fp32']:.2f}x its fp32)", _overhead(g["int8"]),
                   f"{100 * g['int8']['exit1_saving']:.1f}%",
                   *(f"{a['fp32']:.4f} -> {a['int8']:.4f} ({a['int8'] - a['fp32']:+.4f})"
                     for a in (g["int8"]["ap50_95"]["static"], g["int8"]["ap50_95"]["allheads"]))]
@@ -215,9 +217,16 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
             "fused. Dynamic variants compute their gates: *exit 1* stops every image after head 1. Runtimes: "
             + ", ".join(f"{k} {v}" for k, v in doc["runtimes"].items()) + ".", "",
             *_table(["variant", *(f"{s} px" for s in sizes)], rows),
-            f"Goals, for the fastest installed runtime ({fastest}):", "",
-            *_table(["size", "static vs eager (goal <= 0.35x)", "all heads over static (<= 3%)",
-                     "exit-1 saving vs MACs (within 3 points)"], goal_rows),
+            f"Goals, for the fastest installed runtime ({fastest}). All heads over static: the median of the "
+            "per-round ratios (the two timed in the same round, so the machine's drift cancels) with its 95% "
+            "bootstrap interval over rounds:", "",
+            *_table(["size", "static vs eager (goal <= 0.35x)", "fp32 floor: MACs at the GEMM rate, vs eager",
+                     "all heads over static (<= 3%)", "exit-1 saving vs MACs (within 3 points)"], goal_rows),
+            *([f"The fp32 floor: the static network's multiply-adds at the rate this machine multiplies fp32 matrices "
+               f"({doc['gemm_gflops']:.0f} GFLOP/s, the fastest 2048 x 2048 product in torch, 10 before each turn). "
+               "A runtime running "
+               "direct convolutions in fp32 can approach it but not pass it; where the floor itself lies above 0.35x "
+               "of eager, no fp32 runtime reaches the goal on this machine.", ""] if doc.get("gemm_gflops") else []),
             *(f"- {line}" for line in eq), "",
             *([f"int8 (`python -m dh_tune.export --precision int8`): the trunk quantized after training, calibrated on "
                "64 training images; gates and output convolutions fp32. Timed above as *int8*; AP50:95 of the fp32 "
@@ -227,6 +236,14 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
                         "exit-1 saving", "AP50:95 static, fp32 -> int8", "AP50:95 gated, fp32 -> int8"], int8_rows)]
               if int8_rows else []),
             f"![runtimes]({figures.name}/runtimes.png)", ""]
+
+
+def _overhead(g: dict) -> str:
+    """All heads over static: paired median with its interval where measured, else the ratio of medians."""
+    p = g.get("all_heads_over_static_paired")
+    if not p:
+        return f"{100 * g['all_heads_over_static']:+.1f}%"
+    return f"{100 * p['median']:+.1f}% [{100 * p['ci'][0]:+.1f}, {100 * p['ci'][1]:+.1f}]"
 
 
 def _runtime_chart(doc: dict, path: Path) -> None:
@@ -384,8 +401,15 @@ def runtime_summary(results: dict) -> list[list[str]]:
     return [
         [f"{doc['fastest']} static vs eager torch (fused)", ", ".join(f"{v['runtime_vs_eager_fused']:.2f}x @{s}"
                                                                     for s, v in g.items()), "<= 0.35x"],
+        *([["fp32 floor (static MACs at this machine's GEMM rate) vs eager torch",
+            ", ".join(f"{v['fp32_floor_vs_eager_fused']:.2f}x @{s}" for s, v in g.items()), "-"]]
+          if all(v.get("fp32_floor_vs_eager_fused") for v in g.values()) else []),
+        *([[f"int8 ({next(iter(g.values()))['int8']['runtime']}) static vs eager torch; AP50:95 change",
+            ", ".join(f"{v['int8']['vs_eager_fused']:.2f}x ({v['int8']['ap50_95_change']['static']:+.3f}) @{s}"
+                      for s, v in g.items()), "<= 0.35x; AP recorded"]]
+          if all(v.get("int8") for v in g.values()) else []),
         [f"{doc['fastest']}: all heads through the gates over its static graph",
-         ", ".join(f"{100 * v['all_heads_over_static']:+.1f}% @{s}" for s, v in g.items()), "<= 3%"],
+         ", ".join(f"{_overhead(v)} @{s}" for s, v in g.items()), "<= 3%"],
         [f"{doc['fastest']}: exit-1 saving vs MACs' prediction",
          ", ".join(f"{100 * v['exit1_saving']:.1f}% vs {100 * v['exit1_saving_macs']:.1f}% @{s}" for s, v in g.items()),
          "within 3 points at 320 and 640"],

@@ -40,7 +40,7 @@ def folder_ap(folder: Path, runtime: str, records: Sequence[ImageRecord], images
     """AP50 and AP50:95 of the folder's early exit on `images` (labels from `records`) under `runtime`."""
     detector = Detector(folder, runtime, allow_other_runtime=True, nms_override=NMS)
     preds = []
-    for img in tqdm(images, desc=desc, unit="img", leave=False):
+    for img in tqdm(images, desc=desc, unit="img", leave=False, disable=None):
         r = detector(img)
         preds.append((r.boxes, r.scores, r.classes))
     ap = average_precision([(r.boxes, r.classes) for r in records], preds, num_classes=num_classes)
