@@ -42,8 +42,9 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
     out: dict[int, LatencyTable] = {}
     for s in sizes:
         prefix = "torch-" if runtime == "torch" else ""
-        # What the table holds: fused parts, each exit's own NMS, and for a runtime its deployable graphs, warm.
-        kind = "fused-exitnms-p99" if runtime == "torch" else "fused-graphs-warm-exitnms-p99"
+        # What the table holds: fused parts, each exit's own NMS, and for a runtime its deployable graphs, warm,
+        # and each exit's NMS on maps fresh from its graph.
+        kind = "fused-exitnms-p99" if runtime == "torch" else "fused-graphs-warm-freshnms-p99"
         frame = "" if image is None else f"-frame{image.shape[1]}x{image.shape[0]}-{_digest(image)}"
         path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-{kind}-{s}{frame}.json"
         if path.is_file() and not remeasure:
