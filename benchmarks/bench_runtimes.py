@@ -83,7 +83,7 @@ def yolov5_reference(model) -> nn.Module:
 def export_variants(model, imgsz: int, folder: Path, runtime: str) -> dict[str, Path]:
     """Deployment folders of the static graph, each forced exit and the stage graphs chained without gates."""
     from dh_tune.export.bundle import export_folder
-    from dh_tune.export.graphs import part_specs
+    from dh_tune.export.graphs import SegmentSpec, cut, export_whole, part_specs
 
     names = [str(i) for i in range(model.nc)]
     out = {}
@@ -92,10 +92,18 @@ def export_variants(model, imgsz: int, folder: Path, runtime: str) -> dict[str, 
                                   thresholds=t, names=names, runtime=runtime)
     # The three stage graphs chained with no gate: what cutting the graph costs, apart from the gates.
     specs = part_specs()
-    out["stages chained, no gate"] = export_folder(
+    out[CHAINED] = export_folder(
         model, folder / f"{runtime}-{imgsz}-chain", "onnx", imgsz=imgsz, thresholds=(0.0, 0.0), names=names,
         runtime=runtime, segments=[specs["stage1"], specs["stage2"], specs["stage3"]])
+    # The static graph computing both gates too, no cut: what the gates cost in this runtime, apart from chaining.
+    with_gates = SegmentSpec((1, 2, 3), None, ("images",), ("p3_map", "p4_map", "p5_map", "gate1_score", "gate2_score"))
+    with tempfile.TemporaryDirectory(prefix="bench-whole-") as work:
+        whole = export_whole(model, imgsz, Path(work) / "whole.onnx")
+        out[GATES_ONE_GRAPH] = cut(whole, with_gates, folder / f"{runtime}-{imgsz}-gates-one-graph.onnx")
     return out
+
+
+GATES_ONE_GRAPH = "static + both gates, one graph"
 
 
 def export_int8_variants(model, ckpt: dict, imgsz: int, folder: Path, runtime: str) -> dict[str, dict]:
@@ -128,13 +136,15 @@ def torch_variants(model, imgsz: int) -> dict[str, callable]:
 
 def runtime_variants(folders: Path, imgsz: int, runtime: str) -> dict[str, callable]:
     """One deployment runtime running the folders written by export_variants."""
-    from dh_tune.export.dhnet_runtime import Detector
+    from dh_tune.export.dhnet_runtime import Detector, load_graph
 
     xn = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
     out = {}
     for name, tag in VARIANT_TAGS.items():
         det = Detector(folders / f"{runtime}-{imgsz}-{tag}", runtime)
         out[f"{runtime} {name}"] = lambda det=det: det.run_network(xn)
+    whole = load_graph(runtime, folders / f"{runtime}-{imgsz}-gates-one-graph.onnx")
+    out[f"{runtime} {GATES_ONE_GRAPH}"] = lambda: whole({"images": xn})
     if (folders / f"int8-{imgsz}-static").is_dir():
         for name, (tag, thresholds) in INT8_VARIANTS.items():
             det = Detector(folders / f"int8-{imgsz}-{tag}", runtime, allow_other_runtime=True)
@@ -143,30 +153,37 @@ def runtime_variants(folders: Path, imgsz: int, runtime: str) -> dict[str, calla
     return out
 
 
-VARIANT_TAGS = {"static": "static", "all heads": "allheads", "exit 1": "exit1", "exit 2": "exit2",
-                "stages chained, no gate": "chain"}
+CHAINED = "stages chained, no gate"
+VARIANT_TAGS = {"static": "static", "all heads": "allheads", "exit 1": "exit1", "exit 2": "exit2", CHAINED: "chain"}
 INT8_VARIANTS = {"static": ("static", (0.0, 0.0)), **{name: ("allheads", t) for name, t in EXITS.items()}}
 
 
 def time_interleaved(fns: dict[str, callable], rounds: int, seed: int = 0) -> dict[str, float]:
     """Median ms per call of each function, all run once per round in a fresh random order."""
-    return {n: float(np.median(v)) for n, v in time_rounds(fns, rounds, seed).items()}
+    return {n: float(np.median(v)) for n, v in time_rounds(fns, rounds, seed, warm=False)["cold"].items()}
 
 
-def time_rounds(fns: dict[str, callable], rounds: int, seed: int = 0) -> dict[str, list[float]]:
-    """Milliseconds of every call of each function, all run once per round in a fresh random order."""
+def time_rounds(fns: dict[str, callable], rounds: int, seed: int = 0,
+                warm: bool = True) -> dict[str, dict[str, list[float]]]:
+    """Milliseconds of every call of each function, all taking turns once per round in a fresh random order.
+
+    Each turn times a "cold" call, right after another function ran (its weights pushed out of the caches by
+    the other graphs' own copies), then with `warm` a "warm" one right after itself, as a deployment runs one
+    profile frame after frame and as device tables time each graph.
+    """
     rng = np.random.default_rng(seed)
     names = list(fns)
     for name in names:  # warm-up
         for _ in range(3):
             fns[name]()
-    times = {n: [] for n in names}
+    times: dict[str, dict[str, list[float]]] = {"cold": {n: [] for n in names}, "warm": {n: [] for n in names}}
     with torch.inference_mode():
         for _ in range(rounds):
             for i in rng.permutation(len(names)):
-                t0 = time.perf_counter()
-                fns[names[i]]()
-                times[names[i]].append((time.perf_counter() - t0) * 1000)
+                for state in ("cold", "warm")[:1 + warm]:
+                    t0 = time.perf_counter()
+                    fns[names[i]]()
+                    times[state][names[i]].append((time.perf_counter() - t0) * 1000)
     return times
 
 
@@ -266,31 +283,42 @@ def measure(checkpoint: Path | None = None, sizes=(224, 320, 640), rounds: int =
             if ckpt is not None and "onnxruntime" in runtimes:  # int8 needs the checkpoint's dataset to calibrate on
                 print(f"[runtimes] {s} px: int8, calibrating and scoring ...", file=sys.stderr, flush=True)
                 int8_accuracy[str(s)] = export_int8_variants(model, ckpt, s, folders, "onnxruntime")
-        times: dict[str, dict[str, list[float]]] = {str(s): {} for s in sizes}
+        times: dict[str, dict[str, dict[str, list[float]]]] = {state: {str(s): {} for s in sizes}
+                                                                 for state in ("warm", "cold")}
         for block in range(blocks):
             print(f"[runtimes] timing, turn {block + 1}/{blocks} ...", file=sys.stderr, flush=True)
             doc["gemm_gflops"] = max(doc["gemm_gflops"], gemm_gflops())  # the best rate seen, for the lowest floor
             for runtime in runtimes:
                 for s, per in _child(runtime, checkpoint, nc, sizes, per_block, folders, block).items():
-                    for name, v in per.items():
-                        times[s].setdefault(name, []).extend(v)
+                    for state, by_name in per.items():
+                        for name, v in by_name.items():
+                            times[state][s].setdefault(name, []).extend(v)
         for s in sizes:
             stages, gates = exit_macs(model, s)
             mac_saving = 1 - (stages[0] + gates[0]) / (stages[2] + gates.sum())
-            doc["sizes"][str(s)] = {"ms": {n: float(np.median(v)) for n, v in times[str(s)].items()},
+            warm, cold = times["warm"][str(s)], times["cold"][str(s)]
+            doc["sizes"][str(s)] = {"ms": {n: float(np.median(v)) for n, v in warm.items()},
+                                    "ms_cold": {n: float(np.median(v)) for n, v in cold.items()},
                                     "mac_exit1_saving": float(mac_saving), "equivalence": equivalence(model, s, folders),
                                     # fp32 direct convolution cannot beat the matrix product's rate: a floor on time.
                                     "fp32_floor_ms": 2 * float(stages[2]) / doc["gemm_gflops"] / 1e6,
+                                    "gate_macs_share": float(gates.sum() / (stages[2] + gates.sum())),
                                     "int8_accuracy": int8_accuracy.get(str(s)),
-                                    "paired": {f"{v} over {b}": paired_overhead(times[str(s)], v, b) for v, b in (
-                                        (f"{r} {kind}all heads", f"{r} {kind}static") for r in runtimes
-                                        for kind in ("", "int8 ") if f"{r} {kind}static" in times[str(s)])}}
+                                    "paired": _paired(warm, runtimes), "paired_cold": _paired(cold, runtimes)}
     fastest = min((r for r in installed() if r != "torch"), key=lambda r: sum(
         doc["sizes"][str(s)]["ms"][f"{r} static"] for s in sizes), default="torch")
     doc["fastest"] = fastest
     doc["preference"] = list(PREFERENCE)
     doc["goals"] = goals(doc, fastest)
     return doc
+
+
+def _paired(times: dict[str, list[float]], runtimes: list[str]) -> dict[str, dict]:
+    """Per runtime (and its int8 graphs): all heads over static and, where timed, the one graph with gates and the
+    stages chained without gates over static, each paired round by round."""
+    pairs = [(f"{r} {kind}all heads", f"{r} {kind}static") for r in runtimes for kind in ("", "int8 ")]
+    pairs += [(f"{r} {other}", f"{r} static") for r in runtimes for other in (GATES_ONE_GRAPH, CHAINED)]
+    return {f"{v} over {b}": paired_overhead(times, v, b) for v, b in pairs if v in times and b in times}
 
 
 def goals(doc: dict, fastest: str) -> dict:
@@ -306,10 +334,14 @@ def goals(doc: dict, fastest: str) -> dict:
                   "runtime_vs_eager_unfused": rt["static"] / ms["torch static unfused"],
                   "runtime_vs_yolov5": rt["static"] / ms["YOLOv5 static (reference, fused)"],
                   "all_heads_over_static": rt["all heads"] / rt["static"] - 1,
-                  "all_heads_over_static_paired": d.get("paired", {}).get(
-                      f"{fastest} all heads over {fastest} static" if fastest != "torch" else "torch all heads over torch static"),
-                  "chain_over_static": ms[f"{fastest} stages chained, no gate"] / rt["static"] - 1
-                  if fastest != "torch" else None,
+                  "all_heads_over_static_paired": d.get("paired", {}).get(f"{fastest} all heads over {fastest} static"),
+                  "all_heads_over_static_paired_cold": d.get("paired_cold", {}).get(
+                      f"{fastest} all heads over {fastest} static"),
+                  "gates_one_graph_over_static_paired": d.get("paired", {}).get(
+                      f"{fastest} {GATES_ONE_GRAPH} over {fastest} static"),
+                  "gate_macs_share": d.get("gate_macs_share"),
+                  "chain_over_static": ms[f"{fastest} {CHAINED}"] / rt["static"] - 1 if fastest != "torch" else None,
+                  "chain_over_static_paired": d.get("paired", {}).get(f"{fastest} {CHAINED} over {fastest} static"),
                   "exit1_saving": saving, "exit1_saving_macs": d["mac_exit1_saving"],
                   "ok_speed": rt["static"] / ms["torch static"] <= 0.35,
                   "ok_gates": (d["paired"][f"{fastest} all heads over {fastest} static"]["median"]
@@ -342,13 +374,13 @@ def format_doc(doc: dict) -> str:
              f"{doc.get('processes', 'one process')}"]
     sizes = list(doc["sizes"])
     names = list(doc["sizes"][sizes[0]]["ms"])
-    lines.append(f"{'variant':<36}" + "".join(f"{s + ' px':>18}" for s in sizes))
+    lines.append(f"{'variant':<44}" + "".join(f"{s + ' px':>18}" for s in sizes))
     for n in names:
         cells = []
         for s in sizes:
             ms = doc["sizes"][s]["ms"]
             cells.append(f"{ms[n]:7.2f} ({ms[n] / ms['torch static']:.2f}x)")
-        lines.append(f"{n:<36}" + "".join(f"{c:>18}" for c in cells))
+        lines.append(f"{n:<44}" + "".join(f"{c:>18}" for c in cells))
     lines.append(f"fastest installed runtime: {doc['fastest']} (default order {doc['preference']})")
     if doc.get("gemm_gflops"):
         lines.append(f"fp32 matrix product: {doc['gemm_gflops']:.0f} GFLOP/s; the static network's MACs at that rate: "
@@ -363,7 +395,11 @@ def format_doc(doc: dict) -> str:
                         f"{100 * g['all_heads_over_static_paired']['ci'][1]:+.1f}])"
                         if g.get("all_heads_over_static_paired") else "")
                      + f" [{'ok' if g['ok_gates'] else 'MISSED'}"
-                     f" <= 3%; stages chained without gates {100 * (g['chain_over_static'] or 0):+.1f}%]; "
+                     f" <= 3%" + "".join(f"; {label} {100 * g[key]['median']:+.1f}%" for key, label in (
+                         ("chain_over_static_paired", "stages chained without gates"),
+                         ("gates_one_graph_over_static_paired", "static graph with both gates"),
+                         ("all_heads_over_static_paired_cold", "all heads cold")) if g.get(key))
+                     + f"; gates' MACs {100 * (g.get('gate_macs_share') or 0):.1f}%]; "
                      f"exit-1 saving {100 * g['exit1_saving']:.1f}% vs MACs {100 * g['exit1_saving_macs']:.1f}% "
                      + ("[no goal at this size]" if g["ok_exit1"] is None else
                         f"[{'ok' if g['ok_exit1'] else 'MISSED'} within 3 points]"))

@@ -6,8 +6,9 @@
    end to end per image, as a user runs a profile (read from disk, letterboxed from its own size,
    heads that run, decode and NMS): mean and p90 over images, each with its error in percent; the
    p90 both by latency_stats (mixture of the exits' cost distributions) and by the old rule (90th
-   percentile over images of each image's summed p90 part costs). The table is timed afresh in each
-   pass, next to the measurement: a shared 2-core machine drifts by 20-30% over minutes, which would
+   percentile over images of each image's summed p90 part costs). The table times reading the first
+   image's file as well (part "read"); the prediction without it, as made before, is kept beside. It is timed afresh
+   right before and right after each measurement: a shared 2-core machine drifts by 20-30% over minutes, which would
    otherwise swamp the prediction error being measured.
 
     python benchmarks/bench_search_cost.py --checkpoint runs/search/quickstart/base/weights/best.pt
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -88,29 +90,43 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], profiles: 
     """Per profile: mean and p90 latency the device table predicts and the measured end-to-end ms per image.
 
     In each pass every predictor runs over all images as a deployed model runs (one profile over a stream
-    of frames read from disk, the first profile rotating), each right after the device table is timed afresh
-    (on the first image), so that its prediction and its measurement see the machine in the same state;
+    of frames read from disk, the first profile rotating), the device table timed afresh (on the first image)
+    right before and right after it and the two predictions averaged, so that prediction and measurement see
+    the machine in the same state;
     medians over the passes are kept, errors are the median of each pass's error.
     """
     import cv2
 
     from dh_tune.latency import latency_stats, shares_of
     from dh_tune.latency.measure import latency_table
+    from dh_tune.latency.table import READ
 
     frame = cv2.imread(str(paths[0]))
     for pred in predictors:  # warm-up
         run_from_disk(pred, paths[:10])
-    keys = ("predicted_ms", "measured_ms", "predicted_p90_ms", "predicted_p90_old_ms", "measured_p90_ms", "read_ms")
+    keys = ("predicted_ms", "measured_ms", "predicted_p90_ms", "predicted_p90_old_ms", "measured_p90_ms", "read_ms",
+            "predicted_ms_without_read", "predicted_p90_ms_without_read", "table_read_ms")
     k = len(predictors)
     got = {key: np.zeros((passes, k)) for key in keys}
+    def predict(j: int) -> np.ndarray:
+        """The table's predictions for profile j, timed now: mean, p90, old-rule p90, the two without the read, read."""
+        table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0, runtime=runtime,
+                              image=frame, image_file=paths[0])
+        # The prediction as made before tables timed the frame's read (kept beside it for comparison).
+        without = dataclasses.replace(table, parts={n: t for n, t in table.parts.items() if n != READ})
+        stats = latency_stats(shares_of(levels[j]), table, profiles[j])
+        stats_without = latency_stats(shares_of(levels[j]), without, profiles[j])
+        return np.array([stats["mean"], stats["p90"], old_p90(levels[j], table, profiles[j]), stats_without["mean"],
+                         stats_without["p90"], table.parts[READ].median_ms])
+
     for p in range(passes):
         for j in [(p + i) % k for i in range(k)]:
-            table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0, runtime=runtime,
-                                  image=frame)
-            stats = latency_stats(shares_of(levels[j]), table, profiles[j])
+            before = predict(j)
             _, ms, read = run_from_disk(predictors[j], paths)
-            for key, v in zip(keys, (stats["mean"], float(ms.mean()), stats["p90"], old_p90(levels[j], table, profiles[j]),
-                                     float(np.percentile(ms, 90)), float(read.mean()))):
+            # Timed on both sides of the measurement: the machine's drift during it cancels to first order.
+            mean, p90, p90_old, mean_without, p90_without, table_read = (before + predict(j)) / 2
+            for key, v in zip(keys, (mean, float(ms.mean()), p90, p90_old, float(np.percentile(ms, 90)),
+                                     float(read.mean()), mean_without, p90_without, table_read)):
                 got[key][p, j] = v
 
     def error(predicted: str, measured: str) -> np.ndarray:
@@ -118,6 +134,8 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], profiles: 
 
     errors = {"error_pct": error("predicted_ms", "measured_ms"),
               "error_p90_pct": error("predicted_p90_ms", "measured_p90_ms"),
+              "error_without_read_pct": error("predicted_ms_without_read", "measured_ms"),
+              "error_p90_without_read_pct": error("predicted_p90_ms_without_read", "measured_p90_ms"),
               "error_p90_old_pct": error("predicted_p90_old_ms", "measured_p90_ms")}
     medians = {key: np.median(v, 0) for key, v in got.items()}
     return [{**{key: float(v[j]) for key, v in medians.items()}, **{key: float(v[j]) for key, v in errors.items()}}
@@ -235,10 +253,13 @@ def format_rows(doc: dict) -> str:
                      f"{r['predicted_ms']:8.2f} {r['measured_ms']:9.2f} {r['error_pct']:+6.1f}%")
     for runtime, rows in doc.get("latency_by_runtime", {}).items():
         lines.append(f"{runtime}: " + ", ".join(f"({r['t1']:g},{r['t2']:g}) {r['predicted_ms']:.2f}/{r['measured_ms']:.2f} ms "
-                                                 f"{r['error_pct']:+.1f}%" for r in rows))
+                                                 f"{r['error_pct']:+.1f}%"
+                                                 + (f" (without the read {r['error_without_read_pct']:+.1f}%)"
+                                                    if "error_without_read_pct" in r else "") for r in rows))
         lines += [f"  p90 ({r['t1']:g},{r['t2']:g}): measured {r['measured_p90_ms']:.2f} ms; predicted "
                   f"{r['predicted_p90_ms']:.2f} ({r['error_p90_pct']:+.1f}%), old rule {r['predicted_p90_old_ms']:.2f} "
                   f"({r['error_p90_old_pct']:+.1f}%); disk read {r['read_ms']:.2f} ms of the measured mean"
+                  + (f", {r['table_read_ms']:.2f} ms in the table" if "table_read_ms" in r else "")
                   for r in rows if "measured_p90_ms" in r]
     return "\n".join(lines)
 

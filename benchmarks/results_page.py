@@ -193,8 +193,12 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
                   f"{g['runtime_vs_yolov5']:.2f}x YOLOv5)",
                   f"{doc['sizes'][s]['fp32_floor_ms']:.2f} ms = {g['fp32_floor_vs_eager_fused']:.2f}x"
                   if g.get("fp32_floor_vs_eager_fused") else "n/a",
-                  _overhead(g) + f" (chaining alone {100 * (g.get('chain_over_static') or 0):+.1f}%)",
+                  _overhead(g),
                   f"{100 * g['exit1_saving']:.1f}% vs {100 * g['exit1_saving_macs']:.1f}%"] for s, g in doc["goals"].items()]
+    split_rows = [[f"{s} px", _overhead(g), _overhead(g, "all_heads_over_static_paired_cold"),
+                   _overhead(g, "chain_over_static_paired"), _overhead(g, "gates_one_graph_over_static_paired"),
+                   f"{100 * g['gate_macs_share']:.1f}%"]
+                  for s, g in doc["goals"].items() if g.get("gates_one_graph_over_static_paired")]
     int8_rows = [[f"{s} px", g["int8"]["runtime"],
                   f"{g['int8']['vs_eager_fused']:.2f}x ({g['int8']['vs_eager_unfused']:.2f}x unfused, "
                   f"{g['int8']['vs_fp32']:.2f}x its fp32)", _overhead(g["int8"]),
@@ -209,6 +213,10 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
     return ["## 6. Deployment runtimes", "",
             f"Network time per image (batch 1, {doc['threads']} threads, fp32; {doc['rounds']} rounds with every variant "
             "once per round in random order, medians; ratio to dh-tune's fused eager static model, the torch runtime). "
+            + ("Each variant's turn times it twice: right after another variant (*cold*: the other graphs' own weight "
+               "copies have pushed its weights out of the caches), then right after itself (*warm*, as a deployment "
+               "runs one profile frame after frame and as device tables time each graph); the table and the goals "
+               "are warm. " if doc["sizes"][sizes[0]].get("ms_cold") else "")
             + (f"Each runtime runs in a process of its own with its default thread settings, the processes taking "
                f"turns in {doc['blocks']} blocks (in one process the runtimes starve each other: each one's idle "
                "threads spin after it returns). " if doc.get("blocks") else "")
@@ -222,6 +230,12 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
             "bootstrap interval over rounds:", "",
             *_table(["size", "static vs eager (goal <= 0.35x)", "fp32 floor: MACs at the GEMM rate, vs eager",
                      "all heads over static (<= 3%)", "exit-1 saving vs MACs (within 3 points)"], goal_rows),
+            *(["Where the all-heads overhead goes, in the fastest runtime: all heads warm and cold (paired, 95%), "
+               "the three stage graphs chained with no gate (paired, 95%: what cutting the network costs), the static "
+               "graph computing both gates with no cut (paired, 95%: the gates' own cost) and the gates' share "
+               "of the network's multiply-adds (paper Fig. 3 gates; section 1):", "",
+               *_table(["size", "all heads, warm", "all heads, cold", "stages chained, no gate",
+                        "static + both gates, one graph", "gates' MACs"], split_rows)] if split_rows else []),
             *([f"The fp32 floor: the static network's multiply-adds at the rate this machine multiplies fp32 matrices "
                f"({doc['gemm_gflops']:.0f} GFLOP/s, the fastest 2048 x 2048 product in torch, 10 before each turn). "
                "A runtime running "
@@ -238,11 +252,12 @@ def runtimes_section(doc: dict, figures: Path) -> list[str]:
             f"![runtimes]({figures.name}/runtimes.png)", ""]
 
 
-def _overhead(g: dict) -> str:
-    """All heads over static: paired median with its interval where measured, else the ratio of medians."""
-    p = g.get("all_heads_over_static_paired")
+def _overhead(g: dict, key: str = "all_heads_over_static_paired") -> str:
+    """An overhead over static (default all heads): paired median with its interval where measured, else (all heads
+    only) the ratio of medians."""
+    p = g.get(key)
     if not p:
-        return f"{100 * g['all_heads_over_static']:+.1f}%"
+        return f"{100 * g['all_heads_over_static']:+.1f}%" if key == "all_heads_over_static_paired" else "n/a"
     return f"{100 * p['median']:+.1f}% [{100 * p['ci'][0]:+.1f}, {100 * p['ci'][1]:+.1f}]"
 
 
@@ -279,20 +294,25 @@ def cost_section(cost: dict, throughput: dict) -> list[str]:
     tp = [[str(r["workers"]), f"{r['images_per_s']:.1f}", f"{r['epoch_time_s']:.1f}", f"{r['ratio']:.2f}x"]
           for r in throughput["rows"]]
     by_runtime = cost["cache"].get("latency_by_runtime", {})
-    runtime_rows = [[r, *(f"{x['predicted_ms']:.2f} / {x['measured_ms']:.2f} ({x['error_pct']:+.1f}%)" for x in v)]
+    runtime_rows = [[r, *(f"{x['predicted_ms']:.2f} / {x['measured_ms']:.2f} ({x['error_pct']:+.1f}%"
+                          + (f"; {x['error_without_read_pct']:+.1f}% without the read)" if "error_without_read_pct" in x
+                             else ")") for x in v)]
                     for r, v in by_runtime.items()]
     profiles = [f"({x['t1']:.2f}, {x['t2']:.2f})" for x in next(iter(by_runtime.values()), [])]
-    runtime_lines = ["Predicted / measured ms per image (pre-processing, network, NMS) in each runtime, its own device "
-                     "table timed right before each measurement:", "",
+    priced_read = any("error_without_read_pct" in x for v in by_runtime.values() for x in v)
+    runtime_lines = ["Predicted / measured ms per image (" + ("reading the frame from its file, " if priced_read else "")
+                     + "pre-processing, network, NMS) in each runtime, its own device table timed right before and "
+                     "after each measurement" + (" (and the prediction's error without the read, as tables priced "
+                                                 "frames before they timed it)" if priced_read else "") + ":", "",
                      *_table(["runtime", *profiles], runtime_rows)] if by_runtime else []
     return ["## 7. Search cost", "",
             f"One threshold profile scored from the exit cache vs running the model again for it ({c['images']} val "
             f"images at {c['imgsz']} px: forward, NMS, AP), and the latency the device table predicts vs the "
             f"measured mean of the dynamic model (largest error {worst:.1f}%). The machine's speed drifts, so each of "
-            f"the {c.get('passes', 5)} passes times the device table right before each measurement; the error is the "
-            "median over passes of each pass's error. Each runtime is checked in a process of its own with its default "
-            "thread settings. Tables of a deployment runtime time every graph a profile can deploy and price a "
-            "profile by the graphs it runs.", "",
+            f"the {c.get('passes', 5)} passes times the device table right before and right after each measurement "
+            "(the two predictions averaged); the error is the median over passes of each pass's error. Each runtime "
+            "is checked in a process of its own with its default thread settings. Tables of a deployment runtime "
+            "time every graph a profile can deploy and price a profile by the graphs it runs.", "",
             *_table(["profile", "cache ms", "re-run ms", "ratio", "predicted ms", "measured ms", "error"], rows),
             *runtime_lines,
             f"On a 1,000-image table (about {cost['synthetic_1000']['detections'] // 1000}k cached detections) one "

@@ -29,8 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="re-time a measurement whose parts spread out (p90 over 1.5x the median and 0.25 ms above "
                         "it) up to this many times; parts that stay so are marked unstable (default 2)")
     p.add_argument("--image", type=Path, default=None,
-                   help="a representative input frame: pre-processing and NMS are timed on it (default: noise "
-                        "at the input size, so no resize is timed)")
+                   help="a representative input frame: reading its file, pre-processing and NMS are timed on it "
+                        "(default: noise at the input size, so no read and no resize is timed)")
     p.add_argument("--gpu", action="store_true", help="measure on the CUDA device (torch runtime)")
     p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,
                    help="runtime to time the parts in (default: the fastest installed; torch: eager PyTorch)")
@@ -93,7 +93,8 @@ def profile(args: argparse.Namespace) -> int:
     device = torch.device("cuda" if args.gpu else "cpu")
     table = latency_table(model, args.imgsz, device=device, threads=args.threads, batch=args.batch,
                           repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds,
-                          checkpoint_sha256=sha, runtime=runtime, image=frame, retries=args.retries)
+                          checkpoint_sha256=sha, runtime=runtime, image=frame,
+                          image_file=args.image if frame is not None else None, retries=args.retries)
     table.save(args.out)
     print(f"{table.device_name}, {runtime} {table.runtime['version']}, input {args.imgsz}, batch {args.batch}")
     for name, part in table.parts.items():

@@ -24,7 +24,7 @@ from dh_tune.export.dhnet_runtime import main as runtime_main
 from dh_tune.export.graphs import plan
 from dh_tune.export.verify import agreement
 from dh_tune.gating import GRAPH_KEYS
-from dh_tune.latency import LatencyTable, LatencyTableError
+from dh_tune.latency import PARTS, LatencyTable, LatencyTableError
 from dh_tune.latency.measure import latency_table
 from dh_tune.model import VAL_NMS, DHNet, postprocess
 from dh_tune.model.checkpoint import file_sha256, load_model
@@ -239,16 +239,20 @@ def test_each_exit_nms_is_timed_on_maps_its_graph_has_just_written(monkeypatch) 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_device_table_records_its_runtime(runtime, tmp_path) -> None:
+    import cv2
+
     frame = np.random.default_rng(0).integers(0, 255, (90, 150, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "frame.jpg"), frame)
     table = latency_table(DHNet((0.33, 0.25), nc=3), 64, runtime=runtime, repeats=5, warmup=1, max_seconds=10,
-                          image=frame)
+                          image=frame, image_file=tmp_path / "frame.jpg")
     assert table.runtime == {"name": runtime, "version": version(runtime)} and runtime in table.device_name
-    assert table.measurement["frame"] == {"width": 150, "height": 90, "noise": False}
-    assert all(p.median_ms > 0 for p in table.parts.values())
+    assert table.measurement["frame"] == {"width": 150, "height": 90, "noise": False, "file": "frame.jpg"}
+    assert set(table.parts) == {*PARTS, "read"} and all(p.median_ms > 0 for p in table.parts.values())
     # Every graph a profile can deploy is timed as deployed; static profiles are priced by their one graph.
     assert set(table.graphs) == set(GRAPH_KEYS) and all(g.median_ms > 0 for g in table.graphs.values())
-    fixed = table.parts["preprocess"].median_ms + table.parts["nms"].median_ms
-    head1 = table.parts["preprocess"].median_ms + table.exit_nms["1"].median_ms + table.graphs["stage1-to1"].median_ms
+    fixed = sum(table.parts[p].median_ms for p in ("read", "preprocess", "nms"))
+    head1 = sum(table.parts[p].median_ms for p in ("read", "preprocess")) + table.exit_nms["1"].median_ms \
+        + table.graphs["stage1-to1"].median_ms
     assert table.exit_cost_ms("median", (1.0, 1.0))[0] == pytest.approx(head1)
     assert table.exit_cost_ms("median", (0.0, 0.0))[2] == pytest.approx(fixed + table.graphs["stage1-2-3"].median_ms)
     table.save(tmp_path / "t.json")

@@ -229,6 +229,58 @@ def test_an_early_exit_is_charged_its_own_decode_and_nms(tmp_path):
         LatencyTable.from_dict(bad, "t.json")
 
 
+def test_reading_the_frame_from_its_file_is_charged_to_every_exit(tmp_path):
+    """A deployment reads each frame before pre-processing it, whichever head it leaves after."""
+    read = {"median_ms": 0.25, "p90_ms": 0.375, "repeats": 50}
+    for doc in (document(), with_graphs(document())):
+        reading = copy.deepcopy(doc)
+        reading["parts"]["read"] = read
+        table, without = LatencyTable.load(write(tmp_path, reading)), LatencyTable.from_dict(doc)
+        assert table.to_dict() == reading
+        for t in CORNERS:
+            for stat in ("median", "p90"):
+                np.testing.assert_allclose(table.exit_cost_ms(stat, t),
+                                           without.exit_cost_ms(stat, t) + read[f"{stat}_ms"])
+    reading["parts"]["read"] = {"median_ms": -1.0, "p90_ms": 0.5, "repeats": 5}
+    with pytest.raises(LatencyTableError, match="parts/read"):
+        LatencyTable.from_dict(reading, "t.json")
+
+
+def test_a_table_timed_on_a_frame_file_times_its_read(tmp_path):
+    import cv2
+
+    from dh_tune.latency.measure import latency_table
+    from dh_tune.model import DHNet
+
+    frame = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    model = DHNet((0.33, 0.25), nc=2)
+    table = latency_table(model, 64, repeats=5, warmup=1, image=frame, image_file=tmp_path / "frame.png")
+    assert table.parts["read"].median_ms > 0 and table.measurement["frame"]["file"] == "frame.png"
+    on_pixels = latency_table(model, 64, repeats=5, warmup=1, image=frame)
+    assert set(on_pixels.parts) == set(PARTS) and on_pixels.measurement["frame"]["file"] is None
+
+
+def test_cached_tables_are_kept_apart_by_whether_and_what_they_read(tmp_path):
+    """A table that priced reading a PNG is not reused for frames stored as JPEG, nor for pixels without a file."""
+    import cv2
+
+    from dh_tune.latency.device_tables import local_latency_tables
+    from dh_tune.model import DHNet
+
+    frame = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), frame)
+    cv2.imwrite(str(tmp_path / "a.jpg"), frame)
+    model, cache = DHNet((0.33, 0.25), nc=2), tmp_path / "devices"
+    png = local_latency_tables(model, [64], cache, image=frame, image_file=tmp_path / "a.png", progress=False)[64]
+    again = local_latency_tables(model, [64], cache, image=frame, image_file=tmp_path / "a.png", progress=False)[64]
+    assert "read" in png.parts and again.digest() == png.digest() and len(list(cache.iterdir())) == 1
+    jpg = local_latency_tables(model, [64], cache, image=frame, image_file=tmp_path / "a.jpg", progress=False)[64]
+    pixels = local_latency_tables(model, [64], cache, image=frame, progress=False)[64]
+    assert jpg.measurement["frame"]["file"] == "a.jpg" and "read" not in pixels.parts
+    assert len(list(cache.iterdir())) == 3
+
+
 class FakeClock:
     """Stands in for the time module in dh_tune.latency.timing: time passes only when a fake step says so."""
 
@@ -291,7 +343,7 @@ def test_a_table_records_its_unstable_parts_through_a_save_and_load(monkeypatch,
     names = (*PARTS, *timing.EXIT_NMS_STEPS)
     steps = fake_steps(clock, names, warmup=2, repeats=20, noisy={"stage1": 1, "stage3": 0})
 
-    def fake_measure_parts(model, imgsz, *, device, batch, repeats, warmup, max_seconds, image):
+    def fake_measure_parts(model, imgsz, *, device, batch, repeats, warmup, max_seconds, image, image_file):
         return timing.time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds, names=names)
 
     monkeypatch.setattr(measure, "measure_parts", fake_measure_parts)

@@ -6,6 +6,7 @@ thousands of 2048x2048 images, so PNG and JPEG headers are parsed directly.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -111,6 +112,15 @@ def read_image(path: Path) -> np.ndarray | None:
     if data.size == 0:
         return None
     return cv2.imdecode(data, IMREAD_FLAGS)
+
+
+def first_readable(paths: Iterable[Path]) -> tuple[np.ndarray, Path] | None:
+    """The first of `paths` that decodes as an image, with its path; None when none does."""
+    for path in paths:
+        img = read_image(path)
+        if img is not None:
+            return img, Path(path)
+    return None
 
 
 def list_images(folder: Path) -> list[Path]:

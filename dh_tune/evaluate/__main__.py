@@ -68,7 +68,7 @@ def check(path: Path) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     """Score the checkpoint's profile at the given thresholds, print the report and draw the plots."""
     from ..data import DataError, dh_tune_home, load_dataset
-    from ..data.images import read_image
+    from ..data.images import first_readable
     from ..latency import LatencyTable, latency_stats
     from ..latency.device_tables import local_latency_tables
     from ..model.checkpoint import (
@@ -107,9 +107,9 @@ def evaluate(args: argparse.Namespace) -> int:
             print(f"warning: {args.device_table} was measured at {latency.model['imgsz']} px, evaluating at {imgsz}",
                   file=sys.stderr)
     else:
-        frame = next((img for img in map(read_image, (r.path for r in records[:20])) if img is not None), None)
+        frame, frame_file = first_readable(r.path for r in records[:20]) or (None, None)
         latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", runtime=resolve(args.runtime),
-                                       image=frame)[imgsz]
+                                       image=frame, image_file=frame_file)[imgsz]
     metrics = table.evaluate(t1, t2, per_class=True)
     full = table.evaluate(0.0, 0.0)
     stats = latency_stats(metrics.exit_shares, latency, (t1, t2))

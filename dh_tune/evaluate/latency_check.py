@@ -61,30 +61,30 @@ def _drift_pct(now: float, promised: float) -> float:
     return 100.0 * (now / promised - 1.0) if promised > 0 else math.nan
 
 
-def _timing_frame(ckpt: dict[str, Any], image: str | Path | None) -> tuple[np.ndarray | None, str]:
-    """The frame to time pre-processing on and how it was found: `image`, else the first readable image of
-    the checkpoint's validation split (what the search timed), else None (noise at the input size)."""
+def _timing_frame(ckpt: dict[str, Any], image: str | Path | None) -> tuple[np.ndarray | None, Path | None, str]:
+    """The frame to time reading and pre-processing on, its file and how it was found: `image`, else the first
+    readable image of the checkpoint's validation split (what the search timed), else None (noise at the input
+    size, no file to read)."""
     from ..data import load_dataset
-    from ..data.images import read_image
+    from ..data.images import first_readable
     from ..messages import InputError
 
     if image is not None:
-        frame = read_image(Path(image))
-        if frame is None:
+        found = first_readable([Path(image)])
+        if found is None:
             raise InputError(f"{image}: not a readable image")
-        return frame, str(image)
+        return found[0], found[1], str(image)
     try:
         ds = load_dataset(ckpt["dataset"])
         split = str(ckpt["config"]["data"].get("val_split", "val"))
         records = ds.splits[split if split in ds.splits else next(iter(ds.splits))][:20]
     except (KeyError, TypeError, ValueError, OSError, StopIteration) as exc:
         logger.info("no validation image to time on (%s); timing on noise", first_line(exc))
-        return None, "noise at the input size (the checkpoint's dataset is not here)"
-    for r in records:
-        frame = read_image(r.path)
-        if frame is not None:
-            return frame, str(r.path)
-    return None, "noise at the input size (no readable validation image)"
+        return None, None, "noise at the input size (the checkpoint's dataset is not here)"
+    found = first_readable(r.path for r in records)
+    if found is None:
+        return None, None, "noise at the input size (no readable validation image)"
+    return found[0], found[1], str(found[1])
 
 
 def check_latency(profile_path: str | Path, *, threads: int | None = None, repeats: int = 40,
@@ -107,10 +107,10 @@ def check_latency(profile_path: str | Path, *, threads: int | None = None, repea
                            "(same relative path)")
     check_checkpoint(prof, checkpoint, file_sha256(checkpoint))
     model, ckpt = load_model(checkpoint)
-    frame, frame_name = _timing_frame(ckpt, image)
+    frame, frame_file, frame_name = _timing_frame(ckpt, image)
     runtime = resolve(prof.runtime)
     table = latency_table(model, prof.imgsz, threads=threads, repeats=repeats, max_seconds=max_seconds,
-                          runtime=runtime, image=frame, checkpoint_sha256=prof.checkpoint_sha256)
+                          runtime=runtime, image=frame, image_file=frame_file, checkpoint_sha256=prof.checkpoint_sha256)
     expected = prof.doc["expected"]
     s1, s2, s3 = (float(s) for s in expected["exit_shares"])
     stats = latency_stats((s1, s2, s3), table, prof.thresholds)

@@ -30,11 +30,13 @@ def arch_key(model: DHNet) -> str:
 
 def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *, threads: int | None = None,
                          max_seconds: float = 5.0, remeasure: bool = False, runtime: str = "torch",
-                         image: np.ndarray | None = None, progress: bool = True) -> dict[int, LatencyTable]:
+                         image: np.ndarray | None = None, image_file: Path | None = None,
+                         progress: bool = True) -> dict[int, LatencyTable]:
     """This device's table per size in `runtime`, measured once per architecture, size, runtime version and
     timing frame and reused from cache_dir (shared by every search on this machine unless `remeasure`).
 
-    `image` is a representative frame (a validation image): its size sets the resize cost of pre-processing.
+    `image` is a representative frame (a validation image): its size sets the resize cost of pre-processing;
+    `image_file`, the file it was read from, prices reading each frame (part "read").
     """
     info = device_info(torch.device("cpu"), threads or torch.get_num_threads(), runtime)
     name = slug(info["name"])
@@ -46,6 +48,8 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
         # and each exit's NMS on maps fresh from its graph.
         kind = "fused-exitnms-p99" if runtime == "torch" else "fused-graphs-warm-freshnms-p99"
         frame = "" if image is None else f"-frame{image.shape[1]}x{image.shape[0]}-{_digest(image)}"
+        if image is not None and image_file is not None:  # and the read of its file, as stored (format, size)
+            frame += f"-read{Path(image_file).suffix.lower().lstrip('.')}{Path(image_file).stat().st_size}"
         path = Path(cache_dir) / f"{name}-{prefix}{version}-{arch_key(model)}-{kind}-{s}{frame}.json"
         if path.is_file() and not remeasure:
             try:
@@ -59,7 +63,7 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
         if progress:
             logger.info("measuring this device at %sx%s in %s ...", s, s, runtime)
         table = latency_table(model, s, threads=threads, repeats=40, max_seconds=max_seconds, runtime=runtime,
-                              image=image)
+                              image=image, image_file=image_file)
         table.save(path)
         out[s] = table
     return out

@@ -10,6 +10,7 @@ import logging
 import platform
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,8 @@ from .. import __version__
 from ..data.preprocess import preprocess
 from ..gating import GRAPH_KEYS
 from ..model import DEPLOY_NMS, DHNet, NMSConfig, postprocess
-from .table import PARTS, LatencyTable, PartTiming
-from .timing import EXIT_NMS_STEPS, RETRIES, Timings, time_steps, time_until_stable, timing_image
+from .table import PARTS, READ, LatencyTable, PartTiming
+from .timing import EXIT_NMS_STEPS, RETRIES, Timings, read_steps, time_steps, time_until_stable, timing_image
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,12 @@ def _sync(device: torch.device) -> None:
 @torch.inference_mode()
 def measure_parts(model: DHNet, imgsz: int, *, device: torch.device, batch: int = 1, repeats: int = 60,
                   warmup: int = 10, max_seconds: float = 30.0, image: np.ndarray | None = None,
-                  nms: NMSConfig = DEPLOY_NMS, seed: int = 0) -> dict[str, list[float]]:
+                  nms: NMSConfig = DEPLOY_NMS, seed: int = 0, image_file: Path | None = None) -> dict[str, list[float]]:
     """Milliseconds per image of each part in eager PyTorch for `repeats` runs (fewer if max_seconds runs out).
 
     The model is timed inference-folded (Conv+BN fused), as every deployment path runs it. `image` (BGR) is
-    the frame pre-processing and NMS are timed on (default: noise at the input size, nothing to resize).
+    the frame pre-processing and NMS are timed on (default: noise at the input size, nothing to resize);
+    `image_file`, its file, is read in every run (part "read").
     """
     model = model.to(device).eval().fused()
     img = timing_image(imgsz, image, seed)
@@ -91,18 +93,23 @@ def measure_parts(model: DHNet, imgsz: int, *, device: torch.device, batch: int 
         return lambda: postprocess([env["s1"].p3_map, env["p4_map"], env["p5_map"]][:heads], model.anchors_px[:heads],
                                    model.strides[:heads], nms)
 
-    steps = [pre, stage1, lambda: torch.sigmoid(model.gate_logit(0, env["s1"].p3)), stage2,
-             lambda: torch.sigmoid(model.gate_logit(1, env["p4"])), stage3, post(3), post(1), post(2)]
+    reads = read_steps(image_file)
+    steps = [*(step for _, step in reads), pre, stage1, lambda: torch.sigmoid(model.gate_logit(0, env["s1"].p3)),
+             stage2, lambda: torch.sigmoid(model.gate_logit(1, env["p4"])), stage3, post(3), post(1), post(2)]
     times = time_steps(steps, repeats=repeats, warmup=warmup, max_seconds=max_seconds, sync=lambda: _sync(device),
-                       names=(*PARTS, *EXIT_NMS_STEPS))
+                       names=(*(name for name, _ in reads), *PARTS, *EXIT_NMS_STEPS))
     return {part: [t / batch for t in v] for part, v in times.items()}
 
 
 def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = None, threads: int | None = None,
                   batch: int = 1, repeats: int = 60, warmup: int = 10, max_seconds: float = 30.0,
                   checkpoint_sha256: str | None = None, scale_name: str | None = None,
-                  runtime: str = "torch", image: np.ndarray | None = None, retries: int = RETRIES) -> LatencyTable:
+                  runtime: str = "torch", image: np.ndarray | None = None, image_file: Path | None = None,
+                  retries: int = RETRIES) -> LatencyTable:
     """Measure this device in `runtime` (torch, onnxruntime, openvino) and return its latency table.
+
+    `image` is the frame to time on (default noise at the input size); `image_file`, the file it was read from,
+    is read in every run too and priced as the part "read" (a deployment reads each frame it is given).
 
     Deployment runtimes run on the CPU at batch 1 with `threads` threads (default: torch's thread count);
     their tables also time every graph a profile can deploy, as deployed (`LatencyTable.graphs`). A
@@ -123,11 +130,11 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
         def run() -> Timings:
             if runtime == "torch":
                 return measure_parts(model, imgsz, device=device, batch=batch, repeats=repeats, warmup=warmup,
-                                     max_seconds=max_seconds, image=frame)
+                                     max_seconds=max_seconds, image=frame, image_file=image_file)
             from .runtime_parts import measure_parts_runtime
 
             return measure_parts_runtime(model, imgsz, runtime, threads=used_threads, repeats=repeats,
-                                         warmup=warmup, max_seconds=max_seconds, image=frame)
+                                         warmup=warmup, max_seconds=max_seconds, image=frame, image_file=image_file)
 
         times, unstable, attempts = time_until_stable(run, retries=retries)
         seconds = time.perf_counter() - t0
@@ -140,7 +147,7 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
     if unstable:
         logger.warning("warning: timings of %s on %s stayed spread out after %d attempts (a busy machine?); the "
                        "table marks them unstable", ", ".join(unstable), info["name"], attempts)
-    parts = {p: timings[p] for p in PARTS}
+    parts = {p: timings[p] for p in (*PARTS, READ) if p in timings}
     graphs = {g: timings[f"graph:{g}"] for g in GRAPH_KEYS if f"graph:{g}" in timings}
     exit_nms = {name.split(":")[1]: timings[name] for name in EXIT_NMS_STEPS}
     return LatencyTable(
@@ -153,6 +160,7 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         measurement={"warmup": warmup, "interleaved": True, "synchronized": device.type == "cuda", "fused": True,
                      "dh_tune": __version__, "seconds": round(seconds, 3), "runtime": runtime,
-                     "frame": {"width": int(frame.shape[1]), "height": int(frame.shape[0]), "noise": image is None},
+                     "frame": {"width": int(frame.shape[1]), "height": int(frame.shape[0]), "noise": image is None,
+                               "file": None if image_file is None else Path(image_file).name},
                      "attempts": attempts, "unstable_parts": unstable},
     )

@@ -18,7 +18,7 @@ from ..export.graphs import cut, deployment_specs, export_whole, part_specs
 from ..gating import GRAPH_KEYS
 from ..model import DEPLOY_NMS, DHNet, NMSConfig
 from .table import PARTS
-from .timing import EXIT_NMS_STEPS, time_steps, timing_image
+from .timing import EXIT_NMS_STEPS, read_steps, time_steps, timing_image
 
 _LOADED: dict[tuple, dict[str, Callable]] = {}
 
@@ -41,11 +41,13 @@ def part_graphs(model: DHNet, imgsz: int, runtime: str, threads: int | None) -> 
 
 def measure_parts_runtime(model: DHNet, imgsz: int, runtime: str, *, threads: int | None = None, repeats: int = 60,
                           warmup: int = 10, max_seconds: float = 30.0, nms_config: NMSConfig = DEPLOY_NMS,
-                          seed: int = 0, image: np.ndarray | None = None) -> dict[str, list[float]]:
+                          seed: int = 0, image: np.ndarray | None = None,
+                          image_file: Path | None = None) -> dict[str, list[float]]:
     """Milliseconds of each part and each deployable graph (named 'graph:<key>') at batch 1 for `repeats` runs in
     `runtime`, fewer if max_seconds runs out.
 
-    `image` (BGR) is the frame pre-processing and NMS are timed on (default: noise at the input size).
+    `image` (BGR) is the frame pre-processing and NMS are timed on (default: noise at the input size);
+    `image_file`, its file, is read in every run (part "read").
     """
     specs = {**part_specs(), **deployment_specs()}
     graphs = part_graphs(model, imgsz, runtime, threads)
@@ -80,7 +82,8 @@ def measure_parts_runtime(model: DHNet, imgsz: int, runtime: str, *, threads: in
     # and NMS run right after the static graph of that exit, on maps it has just written, as in a deployment
     # (on maps already read once they take about half the time).
     steps: list[tuple[str, Callable[[], None]]] = [
-        ("preprocess", pre), *((p, part(p)) for p in ("stage1", "gate1", "stage2", "gate2", "stage3"))]
+        *read_steps(image_file), ("preprocess", pre),
+        *((p, part(p)) for p in ("stage1", "gate1", "stage2", "gate2", "stage3"))]
     for g in GRAPH_KEYS:
         steps += [(f"warm:{g}", graph(g)), (f"graph:{g}", graph(g, keep=g in FRESH_MAPS))]
         if g in FRESH_MAPS:

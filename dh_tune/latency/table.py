@@ -37,6 +37,10 @@ A gate whose threshold decides alone (see `dh_tune.gating`) is not computed and 
 
 GATE_PARTS = ("gate1", "gate2")
 
+READ = "read"
+"""Optional part: reading the frame from its file (timed when the table was timed on a frame's file, not on
+noise). Every exit pays it: a deployment that reads frames from disk pays it before pre-processing."""
+
 STATISTICS = ("median", "p90", "p99", "min")
 """Per-part statistics an exit's cost can be summed from (p99 and min only where the table recorded them)."""
 
@@ -103,7 +107,7 @@ SCHEMA: dict[str, Any] = {
         "parts": {
             "type": "object",
             "required": list(PARTS),
-            "properties": {p: _PART_SCHEMA for p in PARTS},
+            "properties": {p: _PART_SCHEMA for p in (*PARTS, READ)},
             "additionalProperties": False,
         },
         # Decode and NMS of an image that leaves after head 1 or 2 (only its heads' maps); head 3 is parts/nms.
@@ -262,7 +266,7 @@ class LatencyTable:
             "schema_version": SCHEMA_VERSION,
             "device": dict(self.device),
             "model": dict(self.model),
-            "parts": {name: self.parts[name].to_dict() for name in PARTS if name in self.parts},
+            "parts": {name: self.parts[name].to_dict() for name in (*PARTS, READ) if name in self.parts},
             "created_at": self.created_at,
         }
         if self.graphs:
@@ -327,7 +331,8 @@ class LatencyTable:
     def exit_cost_ms(self, statistic: str = "median", thresholds: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
         """Cost (3,) in ms of an image leaving after head 1, 2 and 3 under gate `thresholds`, from one statistic.
 
-        With ``graphs`` timed: pre-processing + the deployed graphs the image runs + NMS. Otherwise from the
+        Every exit starts with the frame's read from its file where the table timed it (``read``), then
+        with ``graphs`` timed: pre-processing + the deployed graphs the image runs + NMS. Otherwise from the
         parts: head 1 is preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3,
         and a gate left out (its threshold decides alone, `dh_tune.gating`) costs nothing. NMS is the
         exit's own (``exit_nms``: decode and NMS of the maps of the heads that ran) where timed. "p99" and
@@ -361,6 +366,7 @@ class LatencyTable:
         nms = ms(self.parts["nms"])
         # Decode and NMS see only the maps of the heads an image ran (tables without exit_nms: all three).
         post = np.array([ms(self.exit_nms[k]) if k in self.exit_nms else nms for k in ("1", "2")] + [nms])
+        post += ms(self.parts[READ]) if READ in self.parts else 0.0  # tables timed on noise read no file
         if self.graphs:
             pre = ms(self.parts["preprocess"])
             last = deepest_head(t1, t2)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from .table import PARTS
+from .table import PARTS, READ
 
 Step = Callable[[], None]
 """One timed piece of work; it leaves its result where the next step reads it."""
@@ -42,6 +43,20 @@ def timing_image(imgsz: int, image: np.ndarray | None = None, seed: int = 0) -> 
     if image is not None:
         return image
     return np.random.default_rng(seed).integers(0, 255, (imgsz, imgsz, 3), dtype=np.uint8)
+
+
+def read_steps(image_file: Path | None) -> list[tuple[str, Step]]:
+    """The step that reads the timing frame from its file, as a deployment reads each frame it is given
+    (none when the table is timed on noise or on pixels without a file)."""
+    if image_file is None:
+        return []
+    from ..data.images import read_image
+
+    path = Path(image_file)
+
+    def read() -> None:
+        read_image(path)
+    return [(READ, read)]
 
 
 def time_steps(steps: list[Step], *, repeats: int, warmup: int, max_seconds: float,

@@ -73,18 +73,20 @@ def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int], dataset:
         return tables
     runtime = resolve_runtime(req.runtime)
     _log(f"timing runtime: {runtime} {runtime_version(runtime)}")
+    image, image_file = _timing_frame(dataset, req.pipeline.data.val_split)
     return local_latency_tables(model, sizes, dh_tune_home() / "devices", remeasure=req.remeasure, runtime=runtime,
-                                image=_timing_frame(dataset, req.pipeline.data.val_split))
+                                image=image, image_file=image_file)
 
 
 def _timing_frame(dataset: str, split: str):
-    """The first readable validation image: the device is timed pre-processing frames of the data's size."""
+    """The first readable validation image and its file: the device is timed reading and pre-processing frames
+    as the data stores them."""
     from ..data import load_dataset
-    from ..data.images import read_image
+    from ..data.images import first_readable
 
     ds = load_dataset(dataset)
     split = split if split in ds.splits else next(iter(ds.splits))
-    return next((img for img in map(read_image, (r.path for r in ds.splits[split][:20])) if img is not None), None)
+    return first_readable(r.path for r in ds.splits[split][:20]) or (None, None)
 
 
 def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str, tracking: Tracking | None) -> Path:
