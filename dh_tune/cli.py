@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dh_tune.export.__main__", "a profile as a deployment folder (ONNX, OpenVINO)"),
     "data": ("dh_tune.data.__main__", "check datasets, make synthetic signs, Table 1"),
     "model": ("dh_tune.model.__main__", "parameters and GMACs per exit (Table 2)"),
+    "import-yolov5": ("dh_tune.import_yolov5", "a YOLOv5 best.pt as a dh-tune checkpoint (no YOLOv5 code run)"),
 }
 """Subcommand -> (module whose main(argv) runs it, one-line description)."""
 

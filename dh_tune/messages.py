@@ -71,7 +71,8 @@ def command_prog(command: str) -> str:
     if os.path.basename(sys.argv[0]) == "dh-tune":
         return f"dh-tune {command}"
     module = {"search": "search", "train": "train", "evaluate": "evaluate", "export": "export", "data": "data",
-              "model": "model", "detect": "detect", "profile-device": "profile_device"}[command]
+              "model": "model", "detect": "detect", "profile-device": "profile_device",
+              "import-yolov5": "import_yolov5"}[command]
     return f"python -m dh_tune.{module}"
 
 

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     # inputs, settings and the services every job uses; dhnet_runtime is the torch-free module a bundle ships,
     # which the runtime registry reads its format table from
     ("dh_tune.data", "dh_tune.loss", "dh_tune.pipeline", "dh_tune.tracking", "dh_tune.ray_setup",
-     "dh_tune.threshold_profiles", "dh_tune.runtimes", "dh_tune.export.dhnet_runtime"),
+     "dh_tune.threshold_profiles", "dh_tune.runtimes", "dh_tune.export.dhnet_runtime", "dh_tune.import_yolov5"),
     # inference: deployment graphs and bundles, the predictor and its CLI
     ("dh_tune.export", "dh_tune.predict", "dh_tune.detect"),
     # device timing

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from ..fsio import UnreadableFile, atomic_path, check_regular, sha256_of
-from ..messages import InputError, first_line
+from ..messages import InputError
 from .dhnet import DHNet
+from .weights import describe_unloadable
 
 FORMAT = "dh-tune-checkpoint"
 VERSION = 1
@@ -66,8 +67,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = checkpoint_file(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unreadable file in one line
-        raise CheckpointError(f"{path}: not a readable dh-tune checkpoint ({first_line(exc)})") from None
+    except Exception:  # noqa: BLE001 - one line of our own: torch's is many, with advice never to pass on
+        raise CheckpointError(f"{path}: not a readable dh-tune checkpoint ({describe_unloadable(path)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dh-tune checkpoint (no format tag '{FORMAT}')")
     if ckpt.get("version", 0) > VERSION:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -19,6 +19,11 @@ from .blocks import C3, SPPF, Concat, Conv
 from .config import DEFAULT_ANCHORS_PX, STRIDES, Scale, resolve_scale
 from .gate import Gate, scale_gradient
 from .head import Detect
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .yolov5 import YOLOv5Source
 
 
 def build_yolov5_layers(scale: Scale, nc: int, anchors_px: Sequence) -> nn.ModuleList:
@@ -89,6 +94,9 @@ class DynamicOutput:
 
 class DHNet(nn.Module):
     """YOLOv5 with ordered heads and learned gates; `gates=False` gives plain static YOLOv5."""
+
+    yolov5_source: YOLOv5Source | None = None
+    """The YOLOv5 file a model made by `from_yolov5` holds the weights of; None otherwise."""
 
     def __init__(
         self,
@@ -236,6 +244,22 @@ class DHNet(nn.Module):
         score = torch.sigmoid(self.gate_logit(index, features).float())
         scores[rows, index] = score
         return score >= threshold
+
+    @classmethod
+    def from_yolov5(cls, path: str | Path, gates: bool = True, seed: int = 0) -> DHNet:
+        """A DH-Net with a YOLOv5 v6.0-v7.0 checkpoint's weights (EMA when present) or a state dict's, in eval mode.
+
+        The file is read without YOLOv5 and without running code from it; the gates start from `seed`.
+        """
+        from .yolov5 import load_exactly, read_yolov5
+
+        sd, source = read_yolov5(path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(source.scale, nc=source.nc, anchors_px=source.anchors_px, gates=gates)
+        load_exactly(model, sd, source)
+        model.yolov5_source = source
+        return model.eval()
 
     def load_yolov5(self, state_dict_or_path):
         """Load YOLOv5-named weights by name and shape; returns a report of what was loaded and skipped."""
