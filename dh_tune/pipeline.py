@@ -121,6 +121,16 @@ class TrainConfig(_Section):
     lr_scale: float = Field(1.0, ge=0.0)
     loss: LossSettings = LossSettings()
     augment: AugmentSettings = AugmentSettings()
+    # What training may change. "none": the whole DH-Net. "detector": the detector is frozen (weights and BatchNorm
+    # statistics stay exactly as they start, in the model and its EMA) and only the two gates train, on the gate term
+    # of Eq. 15 (lambda * L_gate with the loss section's lambda_pos and eps), without augmentation; best.pt is then
+    # the epoch of the most accurate gates, since the detector's AP cannot change (dh_tune/train/gates_only.py).
+    freeze: Literal["none", "detector"] = "none"
+    # With freeze: detector, the gates' input features (P3, P4) of the training and validation images are kept on the
+    # training device up to this many MiB (0.15 MiB an image for the quickstart's n model at 160 px) and every epoch
+    # after the first trains from them: the detector runs once per image in the whole run. When they exceed it they
+    # are recomputed each epoch, giving the same batches; 0 never keeps them.
+    gate_cache_mib: int = Field(2048, ge=0)
 
 
 class RaySettings(_Section):
@@ -146,6 +156,9 @@ class SearchSettings(_Section):
     trials: int = Field(4, ge=1)
     warm_start: bool = True
     trial_epochs: int = Field(2, ge=1)
+    # Epochs of each trial of a search over an imported detector (--from-yolov5): its gates start untrained and
+    # train on the frozen detector, seconds an epoch.
+    gate_epochs: int = Field(8, ge=1)
     deploy_imgsz: list[int] = Field(default_factory=list)
     threshold_trials: int = Field(400, ge=10)
     grid_steps: int = Field(41, ge=3)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -156,3 +158,26 @@ def exit_tables(trained_tiny, tiny_dataset, tmp_path_factory):
     cache = tmp_path_factory.mktemp("exit-cache")
     sha = file_sha256(trained_tiny)
     return {s: cached_exit_table(model, sha, val, s, eps=4.0, cache_dir=cache, progress=False) for s in (96, 128)}
+
+
+def _stop_ray() -> None:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def epoch_hooks(monkeypatch) -> Iterator[Callable[..., None]]:
+    """Names hooks of tests/train_hooks.py for the training loops that start next (none: no hooks), Ray workers included.
+
+    Ray workers see the environment Ray started with: a running Ray is stopped, here and after the test.
+    """
+
+    def use(*names: str) -> None:
+        monkeypatch.setenv("DH_TUNE_EPOCH_HOOKS", ",".join(f"train_hooks:{name}" for name in names))
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(Path(__file__).parent),
+                                                                        os.environ.get("PYTHONPATH")))))
+        _stop_ray()
+
+    yield use
+    _stop_ray()

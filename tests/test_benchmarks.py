@@ -173,3 +173,23 @@ def test_search_scaling_estimate_schedules_trials_as_tune_does(bench_script) -> 
     assert [r["concurrent"] for r in rows] == [1, 2, 4, 8, 16]
     assert all(a["hours"] >= b["hours"] for a, b in zip(rows, rows[1:]))
     assert all(r["hours_early_stop"] <= r["hours"] and r["gpu_hours_early_stop"] < r["gpu_hours"] for r in rows)
+
+
+def test_gates_only_benchmark_quick_mode(bench_script, tmp_path, monkeypatch) -> None:
+    """bench_gates_only.py --quick: a plain detector trained first, both modes timed from it, the ratio and each
+    gates-only epoch's accuracy in the JSON; the gates-only run left the detector as it was."""
+    from dh_tune.model.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
+    bench = bench_script("bench_gates_only")
+    out = tmp_path / "gates_only.json"
+    assert bench.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["detector_trained_here"] and doc["mode"] == "quick"
+    assert len(doc["whole"]["epochs"]) == 1 and len(doc["gates_only"]["epochs"]) == 2
+    assert doc["ratio"]["mean"] == pytest.approx(doc["whole"]["mean_s"] / doc["gates_only"]["mean_s"])
+    cumulative = [e["cumulative_s"] for e in doc["gates_only"]["epochs"]]
+    assert 0 < cumulative[0] <= cumulative[1] and all(0 <= e["gate1_acc"] <= 1 for e in doc["gates_only"]["epochs"])
+    start = load_checkpoint(doc["checkpoint"])["ema"]
+    frozen = load_checkpoint(tmp_path / "work" / "gates" / "weights" / "last.pt")["ema"]
+    assert all(torch.equal(v, start[k]) for k, v in frozen.items() if not k.startswith("gates."))

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,29 +32,6 @@ def tiny_pipeline(tiny_pipeline_doc) -> Callable[..., Pipeline]:
         return Pipeline.model_validate(tiny_pipeline_doc(data, width=0.125, **settings))
 
     return build
-
-
-def _stop_ray() -> None:
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture
-def epoch_hooks(monkeypatch) -> Iterator[Callable[..., None]]:
-    """Names hooks of tests/train_hooks.py for the training loops that start next (none: no hooks), Ray workers included.
-
-    Ray workers see the environment Ray started with: a running Ray is stopped, here and after the test.
-    """
-
-    def use(*names: str) -> None:
-        monkeypatch.setenv("DH_TUNE_EPOCH_HOOKS", ",".join(f"train_hooks:{name}" for name in names))
-        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(Path(__file__).parent),
-                                                                        os.environ.get("PYTHONPATH")))))
-        _stop_ray()
-
-    yield use
-    _stop_ray()
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

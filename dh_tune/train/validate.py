@@ -1,6 +1,8 @@
 """Per-epoch validation: AP of all heads and gate accuracy/recall (paper Eq. 16-17) at 0.5."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +78,27 @@ def validate(model: DHNet, loader, device: torch.device, *, eps: float, nms: NMS
     return metrics
 
 
+@contextmanager
+def cumulative_bn(module: torch.nn.Module) -> Iterator[None]:
+    """Inside: `module` in training mode, its BatchNorm statistics reset and averaged over every batch it sees.
+
+    The statistics stay; momenta and the training mode are restored on exit.
+    """
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = module.training
+    module.train()
+    try:
+        yield
+    finally:
+        for m, mom in zip(norms, momenta):
+            m.momentum = mom
+        module.train(was_training)
+
+
 @torch.no_grad()
 def precise_bn(model: torch.nn.Module, loader, device: torch.device, batches: int) -> None:
     """Recompute BatchNorm statistics as plain averages over a few training batches (PreciseBN).
@@ -83,24 +106,24 @@ def precise_bn(model: torch.nn.Module, loader, device: torch.device, batches: in
     Running statistics with YOLOv5's momentum 0.03 lag behind weights that still move quickly, which
     costs a lot of AP in short schedules; the weights themselves are left untouched.
     """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms or batches <= 0:
+    if batches <= 0 or not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
-    for i, (images, _, _) in enumerate(loader):
-        if i >= batches:
-            break
-        model(images.to(device, non_blocking=True).float() / 255)
-    for m, mom in zip(norms, momenta):
-        m.momentum = mom
-    model.train(was_training)
+    with cumulative_bn(model):
+        for i, (images, _, _) in enumerate(loader):
+            if i >= batches:
+                break
+            model(images.to(device, non_blocking=True).float() / 255)
 
 
 def fitness(metrics: dict[str, float]) -> float:
     """YOLOv5's model-selection score: 0.1 AP50 + 0.9 AP50:95."""
     return 0.1 * metrics.get("ap50", 0.0) + 0.9 * metrics.get("ap50_95", 0.0)
+
+
+def gate_fitness(metrics: dict[str, float]) -> float:
+    """Model selection when only the gates train (the detector's AP cannot change): mean gate accuracy (Eq. 16).
+
+    A gate without validation images (NaN accuracy) counts as 0.
+    """
+    accs = [metrics.get(f"gate{g}_acc", float("nan")) for g in (1, 2)]
+    return float(np.mean([a if np.isfinite(a) else 0.0 for a in accs]))
