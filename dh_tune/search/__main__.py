@@ -35,6 +35,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "installed, or the one the --device-table files were timed in; torch: eager PyTorch)")
     p.add_argument("--remeasure", action="store_true", help="time this machine afresh instead of reusing its tables")
     p.add_argument("--checkpoint", type=Path, default=None, help="skip training: search thresholds for this checkpoint")
+    p.add_argument("--from-yolov5", type=Path, default=None, metavar="BEST.pt",
+                   help="a YOLOv5 v6.0-v7.0 checkpoint (best.pt of YOLOv5's train.py, or a YOLOv5-named state "
+                        "dict), read without running its code: it is the base and the static reference, the trials "
+                        "train its gates on the frozen detector, and deployment sizes default to a range up to the "
+                        "size it was trained at")
+    p.add_argument("--data", default=None, help="dataset to train and score on (YOLO data YAML, COCO JSON or folder, "
+                                                "TT100K folder), replacing the pipeline's; with --from-yolov5, the "
+                                                "dataset the checkpoint was trained on")
     p.add_argument("--metric", choices=["ap50", "ap50_95"], default=None, help="AP to maximise (default: pipeline, ap50_95)")
     p.add_argument("--budget-stat", choices=["mean", "p90", "p99"], default=None,
                    help="latency statistic over images that a budget bounds (default: pipeline, p90: a per-frame "
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..ray_setup import ResourceError, ray_failure
     from ..resources import default_pipeline, find_file
     from .driver import run_search
+    from .imported import search_name
     from .records import SearchRequest
     from .summary import SearchFailed
 
@@ -80,11 +89,20 @@ def main(argv: list[str] | None = None) -> int:
                                        ("select", args.select)) if v is not None}
         if overrides:
             pipeline = pipeline.with_overrides(search=overrides)
-        out = (args.out or Path("runs/search") / pipeline.name).resolve()
+        if args.data is not None:
+            data = Path(args.data).expanduser()
+            pipeline = pipeline.with_overrides(data={"dataset": str(data.resolve() if data.exists() else data),
+                                                     "format": None})
+        if args.from_yolov5 is not None and args.checkpoint is not None:
+            raise InputError("--from-yolov5 and --checkpoint: give one (an imported YOLOv5 trains its gates; a "
+                             "dh-tune checkpoint is searched as it is)")
+        name = pipeline.name if args.from_yolov5 is None else search_name(pipeline.name, args.from_yolov5)
+        out = (args.out or Path("runs/search") / name).resolve()
         req = SearchRequest(pipeline=pipeline, budgets=sorted(set(args.budgets)), out=out, trials=args.trials,
                             device_tables=args.device_tables, checkpoint=args.checkpoint,
                             ray_address=args.ray_address, tracking_uri=args.tracking_uri, track=not args.no_mlflow,
-                            remeasure=args.remeasure, runtime=args.runtime)
+                            remeasure=args.remeasure, runtime=args.runtime, from_yolov5=args.from_yolov5,
+                            pipeline_named=args.pipeline is not None)
         outcome = run_search(req)
         print(outcome.summary)
         return report_budgets(outcome)

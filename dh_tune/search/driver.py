@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import fsio
@@ -24,6 +24,7 @@ from ..runtimes import version as runtime_version
 from ..tracking import SafeLogger, Tracking, resolve_tracking_uri, start_run
 from ..train.data_setup import resolve_dataset
 from .cluster import ConcurrencyPlan
+from .imported import check_classes, fit_pipeline, import_once, static_ap
 from .lock import search_lock
 from .outer import run_outer
 from .records import SearchOutcome, SearchRequest
@@ -162,6 +163,10 @@ def _reference_docs(req: SearchRequest, dataset: str, latency: dict[int, Latency
     the same schedule is trained once more with gate weight 0.
     """
     p = req.pipeline
+    if req.imported is not None:  # a detector trained elsewhere: static as imported, its gates untrained
+        doc = _evaluated(req, "static", req.imported.checkpoint, dataset, latency, static_only=True)
+        ap = static_ap(req.imported, p, dataset, req.out / "reference" / "static" / "cache")
+        return [{**doc, "source": req.imported.source, "train_metrics": ap}]
     docs = [_evaluated(req, "base", base, dataset, latency)] if base is not None else []
     if base is None or not _plain_detector(p.train.loss):
         plain = p.with_overrides(train={"loss": {"gate_lambda": 0.0}})
@@ -199,6 +204,8 @@ def _read_inputs(req: SearchRequest) -> _Inputs:
         dataset = resolve_dataset(p, ckpt.get("dataset") if Path(str(ckpt.get("dataset"))).exists() else None)
         return _Inputs(dataset, _latency_tables(req, model, sizes, dataset))
     dataset = resolve_dataset(p)
+    if req.imported is not None:
+        check_classes(req.imported, dataset, p.data.format)
     dims = load_space(p.search.search_space)
     check_points(p.search.first_points, dims, "search.first_points")
     # Time the architecture before Ray starts: its background processes would inflate the numbers.
@@ -206,7 +213,18 @@ def _read_inputs(req: SearchRequest) -> _Inputs:
     return _Inputs(dataset, latency, dims)
 
 
+def _with_import(req: SearchRequest) -> SearchRequest:
+    """With --from-yolov5: the request over the imported detector (imported once into OUT, the pipeline fitted)."""
+    if req.from_yolov5 is None:
+        return req
+    base = import_once(req.from_yolov5, req.out)
+    _log(f"imported {req.from_yolov5} (sha256 {base.source['sha256'][:12]}, {len(base.names)} classes, "
+         f"{base.source.get('weights')} weights) as {base.checkpoint}")
+    return replace(req, pipeline=fit_pipeline(req.pipeline, base, req.pipeline_named), imported=base)
+
+
 def _run_locked(req: SearchRequest) -> SearchOutcome:
+    req = _with_import(req)
     p, out = req.pipeline, req.out
     state = _load_state(out)
     started = time.time()
@@ -227,7 +245,8 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
             logger = SafeLogger(uri, parent_id)
             close_stale_runs(uri, parent_id)
         else:
-            logger = start_run(uri, p.name, f"search-{out.name}", tags={"search_role": "parent", "out": str(out.resolve())})
+            logger = start_run(uri, p.name, f"search-{out.name}", tags={
+                "search_role": "parent", "out": str(out.resolve()), **(req.imported.tags() if req.imported else {})})
             if logger is not None:
                 state["parent_run_id"] = logger.run_id
     tracking = Tracking(uri, logger.run_id, experiment=p.name) if logger and uri else None
@@ -251,7 +270,8 @@ def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, stat
     if req.checkpoint is not None or plan is None:
         return [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)] if req.checkpoint else []
     total = req.trials or p.search.trials
-    base = _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
+    base = req.imported.checkpoint if req.imported is not None else \
+        _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
     references = _reference_docs(req, dataset, latency, base, tracking)
     if len(ended_trials(out)) >= total:
         _log(f"all {total} trials already ended")
@@ -263,7 +283,10 @@ def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, stat
         setup = TrialSetup(pipeline=p.model_dump(mode="json"), out_dir=str(out.resolve()), dataset=dataset,
                            base_checkpoint=str(base) if base else None,
                            latency_tables={s: str(_table_path(out, t, s, req)) for s, t in latency.items()},
-                           budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=plan.shape.cpus_per_worker)
+                           budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=plan.shape.cpus_per_worker,
+                           base_plain=req.imported is not None or _plain_detector(p.train.loss),
+                           base_gates_trained=req.imported is None and p.train.loss.gate_lambda > 0,
+                           source=req.imported.source if req.imported is not None else None)
         from .progress import make_callback
 
         stopping = run_outer(setup, inputs.dims, total - done, sampler=p.search.sampler, seed=p.search.seed,

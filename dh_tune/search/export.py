@@ -45,10 +45,17 @@ def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: s
         candidate=candidate, metric=metric, hyperparameters=trial.get("params", {}),
         checkpoint_rel=rel.as_posix(), checkpoint_sha256=sha,
         model={"scale": args["scale"], "nc": args["nc"], "names": meta.get("names", [])},
-        note=reason, extra_training={"trial_id": trial["trial_id"]}, comparison=comparison, confidence=confidence,
+        note=reason, extra_training={"trial_id": trial["trial_id"], **_source(meta)}, comparison=comparison,
+        confidence=confidence,
         holdout=trial.get("holdout"), table_created_at=table.created_at)
     path = save_profile(doc, device_dir / budget_name(budget_ms))
     return Exported(budget_ms, path, doc, reason)
+
+
+def _source(ckpt: dict) -> dict:
+    """The checkpoint's origin when it descends from an imported detector (file, sha256, class names)."""
+    source = ckpt.get("source")
+    return {"source": {**source, "names": list(ckpt.get("names", []))}} if source else {}
 
 
 def write_index(out_dir: Path, device_name: str, exported: list[Exported], front: list[dict], metric: str,

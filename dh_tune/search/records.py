@@ -7,8 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from .imported import ImportedBase
 
 
 @dataclass
@@ -27,6 +31,12 @@ class SearchRequest:
     remeasure: bool = False
     runtime: str | None = None
     """Runtime the device is timed in (None: the fastest installed, or the --device-table files' own)."""
+    from_yolov5: Path | None = None
+    """A YOLOv5 checkpoint to import as the base and static reference (its gates are trained by the trials)."""
+    pipeline_named: bool = False
+    """The user named the pipeline (its deployment sizes and search space then hold for an imported detector)."""
+    imported: ImportedBase | None = None
+    """The imported detector, once the search has read `from_yolov5`."""
 
 
 @dataclass

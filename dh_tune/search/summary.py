@@ -14,6 +14,7 @@ from ..tracking import SafeLogger, flatten, start_run
 from .compare import BudgetComparison, compare_budget, is_static, model_summaries
 from .confidence import ConfidenceBook, TrialTables, indistinguishable, safest
 from .export import export_profile, write_index
+from .imported import source_tags
 from .inner import budget_latency
 from .pareto import pareto_front, select_for_budget
 from .plots import plot_front, plot_threshold_sweep
@@ -194,7 +195,8 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, artifacts, 
                         tags={"device": device, "runtime": e.doc["device"]["runtime"]["name"],
                               "budget_ms": f"{r.budget_ms:g}", "pareto": "true",
                               "feasible": str(r.feasible).lower(), "search_role": "profile",
-                              "configuration": "static" if is_static(c) else "dynamic", "heads": c["heads"]})
+                              "configuration": "static" if is_static(c) else "dynamic", "heads": c["heads"],
+                              **source_tags(e.doc["training"].get("source"))})
         if run is None:
             continue
         run.params({"t1": f"{c['t1']:.4f}", "t2": f"{c['t2']:.4f}", "imgsz": str(c["imgsz"]),
@@ -217,7 +219,8 @@ def _log_mlflow(req, parent, results, exported, comparisons, points, artifacts, 
         run = start_run(parent.uri, p.name, f"static-{pt['heads'].replace(' ', '-')}-{pt['imgsz']}",
                         parent_run_id=parent.run_id,
                         tags={"search_role": "static", "static": "true", "heads": pt["heads"],
-                              "model": pt["trial_id"], "device": latency[pt["imgsz"]].device_name})
+                              "model": pt["trial_id"], "device": latency[pt["imgsz"]].device_name,
+                              **source_tags(req.imported.source if req.imported is not None else None)})
         if run is None:
             continue
         run.params({"imgsz": str(pt["imgsz"]), "heads": pt["heads"], "exit_level": str(pt["static_exit"])})
@@ -253,6 +256,7 @@ def summary_text(req, results, comparisons, exported, models, front, table, late
              f"{len(front)} profiles on the Pareto front; {(time.time() - started) / 60:.1f} min)"]
     if trials:
         lines.append(trials)
+    lines += imported_lines(req, models, metric)
     if hv:
         lines.append(f"Optuna's threshold front reaches {100 * min(hv):.1f}% of the exact grid sweep's hypervolume")
     lines.append(f"{'model':>10} | {'AP50 all':>8} {'AP50:95':>7} | {'gate acc':>11} | {'hypervolume':>11} | hyperparameters")
@@ -263,7 +267,9 @@ def summary_text(req, results, comparisons, exported, models, front, table, late
         lines.append(f"{name:>10} | {_fmt(m['ap50_all_heads']):>8} {_fmt(m['ap50_95_all_heads']):>7} | {acc:>11} | "
                      f"{m['hypervolume']:11.3f} | {hp}")
     if any(m["paper_point"] for m in models):
-        lines.append(f"{'':>10}   * the paper's setting (lambda 0.2, lambda_pos 0.28/2.0, eps 4, end to end)")
+        setting = ("lambda_pos 0.28/2.0, eps 4, gates trained on the frozen detector" if req.imported is not None
+                   else "lambda 0.2, lambda_pos 0.28/2.0, eps 4, end to end")
+        lines.append(f"{'':>10}   * the paper's setting ({setting})")
     sc = req.pipeline.search
     name = "AP50" if metric == "ap50" else "AP50:95"
     lines.append(f"Budgets bound the predicted {sc.budget_stat} latency per image; profiles were chosen "
@@ -294,6 +300,17 @@ def summary_text(req, results, comparisons, exported, models, front, table, late
                          f"{st['latency_ms']:.2f} ms; dynamic gain {gain}")
         lines.append(f"{'':>8}   {r.reason}\n{'':>8}   -> {r.profile_path}")
     return "\n".join(lines)
+
+
+def imported_lines(req, models: list[dict], metric: str) -> list[str]:
+    """With --from-yolov5: the imported detector and its static AP with all heads, as dh-tune evaluates it."""
+    if req.imported is None:
+        return []
+    src, size = req.imported.source, req.pipeline.data.imgsz
+    static = next((m for m in models if m["role"] == "static"), {})
+    return [f"Imported YOLOv5: {src.get('file')} (sha256 {str(src.get('sha256'))[:12]}, {len(req.imported.names)} "
+            f"classes, {src.get('weights')} weights); static, all heads at {size} px on the validation images: "
+            f"AP50 {_fmt(static.get('ap50_all_heads'))} AP50:95 {_fmt(static.get('ap50_95_all_heads'))}"]
 
 
 def _fmt(v, digits: int = 3) -> str:

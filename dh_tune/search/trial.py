@@ -23,6 +23,7 @@ from ..model.checkpoint import load_checkpoint
 from ..pipeline import Pipeline
 from ..tracking import Tracking
 from .epoch_front import EpochFront, budget_point, report_records
+from .imported import source_tags
 from .inner import front_of, inner_search
 from .space import Dimension, train_overrides
 from .trial_docs import adopt_interrupted, ended_trials, read_result, same_point, write_result
@@ -40,6 +41,9 @@ class TrialSetup:
     budget_ms: float
     tracking: Tracking | None  # the search's MLflow run, parent of the trials' runs
     cpus_per_worker: float
+    base_plain: bool = False  # the base was trained as a plain detector: gates-only trials cannot change it
+    base_gates_trained: bool = True  # False for an imported detector, whose gates start untrained
+    source: dict[str, Any] | None = None  # an imported base's origin (file, sha256), recorded by every trial
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> TrialSetup:
@@ -118,10 +122,26 @@ def summarize_point(result, metric: str, budget_ms: float) -> dict[str, float]:
     return {**budget_point(result.front, metric, budget_ms), "hv_ratio": float(result.hv_ratio)}
 
 
+def gates_only(base: Pipeline, params: dict[str, float], setup: TrialSetup) -> bool:
+    """True when a trial cannot change the detector: a base trained as a plain detector, and no gate gradient
+    reaching the trunk (gate_trunk_grad 0, sampled or the pipeline's). Such a trial trains the gates alone."""
+    share = float(params.get("gate_trunk_grad", base.train.loss.gate_trunk_grad))
+    return bool(setup.base_checkpoint) and setup.base_plain and share == 0.0
+
+
 def trial_pipeline(base: Pipeline, params: dict[str, float], setup: TrialSetup) -> Pipeline:
-    """The pipeline a trial trains: the sampled values, and a fine-tuning schedule when warm-started."""
+    """The pipeline a trial trains: the sampled values, and a fine-tuning schedule when warm-started.
+
+    Gates-only trials freeze the detector; gates that start untrained (an imported detector's) get the whole
+    schedule from lr0, trained ones fine-tune at the base schedule's final learning rate as every warm start does.
+    """
     train_over: dict[str, Any] = train_overrides(params, base.train.loss.lambda_pos)
-    if setup.base_checkpoint:  # fine-tune at the base schedule's final learning rate
+    frozen = gates_only(base, params, setup)
+    if frozen:
+        train_over["freeze"] = "detector"
+    if frozen and not setup.base_gates_trained:
+        train_over.update(epochs=base.search.trial_epochs, warmup_epochs=0.0)
+    elif setup.base_checkpoint:  # fine-tune at the base schedule's final learning rate
         train_over.update(epochs=base.search.trial_epochs, warmup_epochs=0.0,
                           lr0=base.train.lr0 * base.train.lrf, lrf=1.0)
     else:
@@ -180,13 +200,15 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
             outcome = run_training(
                 pipeline, run_dir=train_dir, resume=resume, dataset=setup.dataset, parent=setup.tracking,
                 init_checkpoint=setup.base_checkpoint, track=setup.tracking is not None,
-                extra_tags={"trial_id": trial_id, "search_role": "trial"}, run_name=f"trial-{trial_id}",
+                extra_tags={"trial_id": trial_id, "search_role": "trial", "freeze": pipeline.train.freeze,
+                            **source_tags(setup.source)}, run_name=f"trial-{trial_id}",
                 tune_callbacks=callbacks, failure_status=lambda _: _stopped_or_failed(trial_dir),
                 epoch_scorer=epoch_front(pipeline, setup.dataset, setup.latency_tables, setup.budget_ms))
         latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
         result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
                                   pipeline.train.loss.eps, progress=False)
         doc.update(status="finished", checkpoint=str(outcome.best), train_metrics=outcome.metrics,
+                   freeze=pipeline.train.freeze, **({"source": setup.source} if setup.source else {}),
                    mlflow_run_id=outcome.mlflow_run_id, cache_dir=str(trial_dir / "cache"),
                    **result_fields(result, pipeline.search.metric, setup.budget_ms))
         _log_front(setup, outcome.mlflow_run_id, trial_dir, doc, result.hv_ratio)
