@@ -1,4 +1,4 @@
-"""Budgets on the mean latency (the old rule) or on its p90 (the default): what a user's frames see.
+"""Budgets on the mean latency or on its p90 (the default): what a user's frames see.
 
 For every budget of a finished search folder, each rule picks a profile from the same candidates (the search's
 global front and the static networks); each pick then runs as a user runs it (every frame read from disk,
@@ -58,12 +58,12 @@ def _search_inputs(out: Path) -> tuple[dict, list[dict], dict[str, str], list[Pa
     checkpoints = {m["trial_id"]: m["checkpoint"] for m in index.get("models", []) if m.get("checkpoint")}
     pipeline = Pipeline.model_validate(state["pipeline"])
     base = json.loads((out / "reference" / "base" / "result.json").read_text())
-    from dh_tune.model.checkpoint import checkpoint_eps, load_checkpoint
+    from dh_tune.model.checkpoint import CheckpointPipeline, load_checkpoint
 
     ckpt = load_checkpoint(base["checkpoint"])
     sc, dc = pipeline.search, pipeline.data
     records, holdout = holdout_records(load_dataset(ckpt["dataset"]), val_split=dc.val_split, test_split=dc.test_split,
-                                       val_limit=dc.val_limit, imgsz=dc.imgsz, eps=checkpoint_eps(ckpt),
+                                       val_limit=dc.val_limit, imgsz=dc.imgsz, eps=CheckpointPipeline.of(ckpt).eps,
                                        test_fraction=sc.holdout_fraction, seed=sc.holdout_seed)
     runtime = load_profile(device_dir / index["budgets"][0]["file"]).runtime
     return state, points, checkpoints, [records[i].path for i in holdout.test], runtime

@@ -53,12 +53,13 @@ def measure(checkpoint: Path, thresholds: tuple[float, float], *, imgsz: int | N
     from dh_tune.data.preprocess import preprocess
     from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.model import DEPLOY_NMS, postprocess
-    from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, file_sha256, load_model
+    from dh_tune.model.checkpoint import CheckpointPipeline, file_sha256, load_model
 
     model, ckpt = load_model(checkpoint)
-    size = imgsz or checkpoint_imgsz(ckpt)
-    records = load_dataset(data or ckpt["dataset"]).splits[checkpoint_val_split(ckpt)][:images]
-    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=checkpoint_eps(ckpt),
+    trained = CheckpointPipeline.of(ckpt)
+    size = imgsz or trained.imgsz
+    records = load_dataset(data or ckpt["dataset"]).splits[trained.val_split][:images]
+    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=trained.eps,
                               cache_dir=cache_dir or dh_tune_home() / "cache" / "exit_tables", progress=False)
     model = model.fuse()
     pixels = [read_image(r.path) for r in records]

@@ -54,7 +54,7 @@ def trunk_share(checkpoint: Path, pipeline, batches: int = 4) -> float:
 
 def measure(pipeline, out: Path, epochs: int, store: Path | None = None, names: list[str] | None = None) -> dict:
     """Train every setting (or read it back from `store`) and return the rows with deltas against `plain`."""
-    from dh_tune.train.run import run_training
+    from dh_tune.train.run import TrainOptions, run_training
 
     rows = json.loads(store.read_text()) if store and store.is_file() else {}
     for name in names or list(SETTINGS):
@@ -63,7 +63,7 @@ def measure(pipeline, out: Path, epochs: int, store: Path | None = None, names: 
         p = pipeline.with_overrides(train={"epochs": epochs, "loss": SETTINGS[name]})
         t0 = time.time()
         print(f"[gate-parity] {name}: {SETTINGS[name]}, {epochs} epochs", file=sys.stderr, flush=True)
-        outcome = run_training(p, run_dir=out / name, use_ray=False, track=False)
+        outcome = run_training(p, TrainOptions(run_dir=out / name, use_ray=False, track=False))
         import torch
 
         best = torch.load(outcome.best, map_location="cpu", weights_only=True)["metrics"]

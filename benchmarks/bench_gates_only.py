@@ -36,7 +36,7 @@ def plain_detector(pipeline, work: Path, epochs: int) -> Path:
     """A detector trained without gate supervision (gate_lambda 0) for `epochs`: its last checkpoint (kept in `work`
     and reused by a later run with the same epochs)."""
     from dh_tune.model.checkpoint import load_checkpoint
-    from dh_tune.train.run import run_training
+    from dh_tune.train.run import TrainOptions, run_training
 
     last = work / "detector" / "weights" / "last.pt"
     if last.is_file() and load_checkpoint(last)["epoch"] + 1 == epochs:
@@ -45,18 +45,18 @@ def plain_detector(pipeline, work: Path, epochs: int) -> Path:
     _log(f"no --checkpoint: training a plain detector (gate weight 0) for {epochs} epoch(s) first")
     shutil.rmtree(work / "detector", ignore_errors=True)
     p = pipeline.with_overrides(train={"epochs": epochs, "freeze": "none", "loss": {"gate_lambda": 0.0}})
-    return run_training(p, run_dir=work / "detector", use_ray=False, track=False).last
+    return run_training(p, TrainOptions(run_dir=work / "detector", use_ray=False, track=False)).last
 
 
 def timed_run(pipeline, detector: Path, run_dir: Path, train: dict) -> dict:
     """Train from the detector with these train overrides; every epoch's times and gate accuracies."""
     from dh_tune.model.checkpoint import load_checkpoint
-    from dh_tune.train.run import run_training
+    from dh_tune.train.run import TrainOptions, run_training
 
     shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.time()
-    outcome = run_training(pipeline.with_overrides(train=train), run_dir=run_dir, use_ray=False, track=False,
-                           init_checkpoint=str(detector))
+    outcome = run_training(pipeline.with_overrides(train=train),
+                           TrainOptions(run_dir=run_dir, use_ray=False, track=False, init_checkpoint=str(detector)))
     wall = time.time() - t0
     keys = ("epoch_time_s", "train_time_s", "gate1_acc", "gate2_acc", "ap50", "ap50_95")
     epochs = [{k: float(h[k]) for k in keys} for h in load_checkpoint(outcome.last)["history"]]

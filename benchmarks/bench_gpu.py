@@ -173,10 +173,10 @@ def summary(doc: dict, precisions) -> dict:
 
 def train_run_summary(run_dir: Path) -> dict:
     """Per-epoch time, throughput and accuracy of a finished training run, from its last checkpoint."""
-    from dh_tune.model.checkpoint import checkpoint_config, load_checkpoint
+    from dh_tune.model.checkpoint import CheckpointPipeline, load_checkpoint
 
     ckpt = load_checkpoint(run_dir / "weights" / "last.pt")
-    cfg = checkpoint_config(ckpt)
+    cfg = CheckpointPipeline.of(ckpt).config
     hist = ckpt["history"]
     keys = ("epoch", "epoch_time_s", "train_time_s", "images_per_s", "ap50", "ap50_95", "gate1_acc", "gate2_acc")
     return {"pipeline": cfg["name"], "gpu": cfg["ray"]["gpu"], "workers": cfg["ray"]["workers"], "amp": cfg["train"]["amp"],

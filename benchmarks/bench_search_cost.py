@@ -5,9 +5,9 @@
 2. Expected latency of several profiles from this device's latency table vs the latency measured
    end to end per image, as a user runs a profile (read from disk, letterboxed from its own size,
    heads that run, decode and NMS): mean and p90 over images, each with its error in percent; the
-   p90 both by latency_stats (mixture of the exits' cost distributions) and by the old rule (90th
+   p90 both by latency_stats (mixture of the exits' cost distributions) and by the summed-p90 rule (90th
    percentile over images of each image's summed p90 part costs). The table times reading the first
-   image's file as well (part "read"); the prediction without it, as made before, is kept beside. It is timed afresh
+   image's file as well (part "read"); the prediction without it is kept beside. It is timed afresh
    right before and right after each measurement: a shared 2-core machine drifts by 20-30% over minutes, which would
    otherwise swamp the prediction error being measured.
 
@@ -112,7 +112,7 @@ def predicted_vs_measured(model, size: int, levels: list[np.ndarray], profiles: 
         """The table's predictions for profile j, timed now: mean, p90, old-rule p90, the two without the read, read."""
         table = latency_table(model, size, threads=threads, repeats=30, max_seconds=2.0, runtime=runtime,
                               image=frame, image_file=paths[0])
-        # The prediction as made before tables timed the frame's read (kept beside it for comparison).
+        # The prediction without the frame's read (kept beside it for comparison).
         without = dataclasses.replace(table, parts={n: t for n, t in table.parts.items() if n != READ})
         stats = latency_stats(shares_of(levels[j]), table, profiles[j])
         stats_without = latency_stats(shares_of(levels[j]), without, profiles[j])
@@ -191,14 +191,15 @@ def measure(checkpoint: Path, profiles: list[tuple[float, float]], *, data: str 
     from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.latency.measure import device_info
     from dh_tune.model import VAL_NMS
-    from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, file_sha256, load_model
+    from dh_tune.model.checkpoint import CheckpointPipeline, file_sha256, load_model
     from dh_tune.predict import Predictor
 
     model, ckpt = load_model(checkpoint)
-    size = imgsz or checkpoint_imgsz(ckpt)
-    records = load_dataset(data or ckpt["dataset"]).splits[checkpoint_val_split(ckpt)][:images]
+    trained = CheckpointPipeline.of(ckpt)
+    size = imgsz or trained.imgsz
+    records = load_dataset(data or ckpt["dataset"]).splits[trained.val_split][:images]
     t0 = time.perf_counter()
-    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=checkpoint_eps(ckpt),
+    table = cached_exit_table(model, file_sha256(checkpoint), records, size, eps=trained.eps,
                               cache_dir=dh_tune_home() / "cache" / "exit_tables", progress=False)
     build_s = time.perf_counter() - t0
     if threads:
@@ -257,7 +258,7 @@ def format_rows(doc: dict) -> str:
                                                  + (f" (without the read {r['error_without_read_pct']:+.1f}%)"
                                                     if "error_without_read_pct" in r else "") for r in rows))
         lines += [f"  p90 ({r['t1']:g},{r['t2']:g}): measured {r['measured_p90_ms']:.2f} ms; predicted "
-                  f"{r['predicted_p90_ms']:.2f} ({r['error_p90_pct']:+.1f}%), old rule {r['predicted_p90_old_ms']:.2f} "
+                  f"{r['predicted_p90_ms']:.2f} ({r['error_p90_pct']:+.1f}%), summed-p90 rule {r['predicted_p90_old_ms']:.2f} "
                   f"({r['error_p90_old_pct']:+.1f}%); disk read {r['read_ms']:.2f} ms of the measured mean"
                   + (f", {r['table_read_ms']:.2f} ms in the table" if "table_read_ms" in r else "")
                   for r in rows if "measured_p90_ms" in r]

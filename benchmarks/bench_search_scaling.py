@@ -156,8 +156,8 @@ def local_early_stopping(out: Path) -> dict:
                  "--no-mlflow", "--runtime", "torch"])
     docs = [d for _, d in result_docs(out / "search")]
     planned = 12 * len(docs)
-    trained = sum(d.get("stopped_epoch", 12) for d in docs)
-    return {"trials": len(docs), "pruned": sum(d["status"] == "pruned" for d in docs),
+    trained = sum(12 if d.stopped_epoch is None else d.stopped_epoch for d in docs)
+    return {"trials": len(docs), "pruned": sum(d.status == "pruned" for d in docs),
             "saved_fraction": (planned - trained) / planned, "most_at_once": most_at_once(docs)}
 
 

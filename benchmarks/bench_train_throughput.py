@@ -17,7 +17,7 @@ from pathlib import Path
 
 def measure(pipeline, workers: list[int]) -> list[dict]:
     """One epoch per worker count (threads split evenly over the CPUs); images/s and ratio to the first."""
-    from dh_tune.train.run import run_training
+    from dh_tune.train.run import TrainOptions, run_training
 
     cpus = os.cpu_count() or 1
     rows = []
@@ -25,7 +25,7 @@ def measure(pipeline, workers: list[int]) -> list[dict]:
         p = pipeline.with_overrides(train={"epochs": 1, "precise_bn_batches": 0, "threads": max(cpus // n, 1)},
                                     ray={"workers": n, "cpus_per_worker": cpus / n})
         with tempfile.TemporaryDirectory() as tmp:
-            m = run_training(p, run_dir=Path(tmp) / "run", track=False).metrics
+            m = run_training(p, TrainOptions(run_dir=Path(tmp) / "run", track=False)).metrics
         rows.append({"workers": n, "images_per_s": m["images_per_s"], "epoch_time_s": m["epoch_time_s"]})
     for r in rows:
         r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]

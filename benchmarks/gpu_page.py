@@ -88,7 +88,7 @@ def section(gpu: dict, number: int = 8) -> list[str]:
              "the gates cost far more than their MACs (every gate decision waits for the GPU before the next stage "
              "can be launched), and leaving after head 1 saves more than the MACs predict (time follows the number "
              "of kernels). Profiles for a GPU must be chosen with a device table timed on that GPU "
-             "(`python -m dh_tune.profile_device --gpu`; not run for this page): a CPU's table does not transfer.", "",
+             "(`python -m dh_tune.latency --gpu`; not run for this page): a CPU's table does not transfer.", "",
              *_ort_lines(gpu.get("ort"))]
     train = gpu.get("train", {})
     if "gpu" in train:

@@ -120,17 +120,17 @@ def search(pipeline, out: Path, budgets: list[float]) -> dict:
     budgets_doc = []
     for b in outcome.budgets:
         budgets_doc.append({"budget_ms": b.budget_ms, "feasible": b.feasible, "reason": b.reason,
-                            "profile": str(b.profile_path), "candidate": b.candidate,
+                            "profile": str(b.profile_path), "candidate": b.candidate.to_dict(),
                             "trust": trust(json.loads(Path(b.profile_path).read_text()), pipeline.search.metric)})
-    hv = [t.get("hv_ratio") for t in outcome.trials if t.get("status") == "finished"]
+    hv = [t.hv_ratio for t in outcome.trials if t.finished]
     hv = [h for h in hv if h == h and h is not None]
     base = out / "base" / "weights" / "best.pt"
     index = json.loads(outcome.index_path.read_text()) if outcome.index_path else {}
     for b, row in zip(budgets_doc, index.get("budgets", [])):
         b.update(comparison=row.get("comparison"), configuration=row.get("configuration"))
-    return {"seconds": time.time() - t0, "budgets": budgets_doc, "front": outcome.front,
+    return {"seconds": time.time() - t0, "budgets": budgets_doc, "front": [p.to_dict() for p in outcome.front],
             "models": index.get("models", []), "static_points": index.get("static_points", []),
-            "trials": len([t for t in outcome.trials if t.get("status") == "finished" and t.get("role") is None]),
+            "trials": len([t for t in outcome.trials if t.finished and t.role is None]),
             "hv_ratio_min": min(hv) if hv else None, "base_checkpoint": str(base) if base.is_file() else None,
             "front_png": str(next((out / "profiles").glob("*/pareto_front.png"), "")) or None}
 
@@ -149,13 +149,13 @@ def trust(profile: dict, metric: str) -> dict:
 
 def static(pipeline, out: Path) -> dict:
     """YOLOv5 trained the same way but with no gate supervision (lambda = 0), evaluated with all heads."""
-    from dh_tune.train.run import run_training
+    from dh_tune.train.run import TrainOptions, run_training
 
     p = pipeline.with_overrides(train={"loss": {"gate_lambda": 0.0}})
     run_dir = out / "static"
     resume = run_dir if (run_dir / "run.json").is_file() else None
     t0 = time.time()
-    outcome = run_training(p, run_dir=run_dir, resume=resume, track=False)
+    outcome = run_training(p, TrainOptions(run_dir=run_dir, resume=resume, track=False))
     import torch
 
     best = torch.load(outcome.best, map_location="cpu", weights_only=True)["metrics"]
@@ -169,21 +169,15 @@ def accuracy(search_doc: dict, static_doc: dict, figures: Path) -> dict:
     from dh_tune.data import dh_tune_home, load_dataset
     from dh_tune.evaluate.exit_cache import cached_exit_table
     from dh_tune.evaluate.figures import write_plots
-    from dh_tune.latency.device_tables import local_latency_tables
-    from dh_tune.model.checkpoint import (
-        checkpoint_config,
-        checkpoint_eps,
-        checkpoint_imgsz,
-        checkpoint_val_split,
-        file_sha256,
-        load_model,
-    )
+    from dh_tune.latency.table_sources import local_latency_tables
+    from dh_tune.model.checkpoint import CheckpointPipeline, file_sha256, load_model
 
     ckpt_path = Path(search_doc["base_checkpoint"])
     model, ckpt = load_model(ckpt_path)
-    imgsz = checkpoint_imgsz(ckpt)
-    records = load_dataset(ckpt["dataset"]).splits[checkpoint_val_split(ckpt)]
-    table = cached_exit_table(model, file_sha256(ckpt_path), records, imgsz, eps=checkpoint_eps(ckpt),
+    trained = CheckpointPipeline.of(ckpt)
+    imgsz = trained.imgsz
+    records = load_dataset(ckpt["dataset"]).splits[trained.val_split]
+    table = cached_exit_table(model, file_sha256(ckpt_path), records, imgsz, eps=trained.eps,
                               cache_dir=dh_tune_home() / "cache" / "exit_tables", progress=False)
     latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", progress=False)[imgsz]
     full = table.evaluate(0.5, 0.5)
@@ -192,7 +186,7 @@ def accuracy(search_doc: dict, static_doc: dict, figures: Path) -> dict:
     history = torch.load(ckpt_path.with_name("last.pt"), map_location="cpu", weights_only=True)["history"]
     profiles = [{"budget_ms": b["budget_ms"], "feasible": b["feasible"], **{k: b["candidate"][k] for k in (
         "imgsz", "t1", "t2", "ap50", "ap50_95", "latency_ms")}} for b in search_doc["budgets"]]
-    return {"imgsz": imgsz, "images": len(records), "epochs": int(checkpoint_config(ckpt)["train"]["epochs"]),
+    return {"imgsz": imgsz, "images": len(records), "epochs": trained.epochs,
             "train_seconds": sum(h["epoch_time_s"] for h in history), "dhnet": {"ap50": all_heads.ap50, "ap50_95": all_heads.ap50_95},
             "static": {"ap50": static_doc["ap50"], "ap50_95": static_doc["ap50_95"]},
             "gates": {"accuracy": list(full.gate_accuracy), "recall": list(full.gate_recall)},

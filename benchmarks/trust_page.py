@@ -43,8 +43,8 @@ def budget_rule_rows(doc: dict) -> list[list[str]]:
 
 
 def p90_lines(by_runtime: dict) -> list[str]:
-    """The p90 per image beside the measured one: latency_stats' mixture of the exits and the old rule (each
-    image's summed p90 part costs, 90th percentile over images); nothing for runs made before p90 was measured."""
+    """The p90 per image beside the measured one: latency_stats' mixture of the exits and the summed-p90 rule
+    (each image's summed p90 part costs, 90th percentile over images); nothing for results without p90 numbers."""
     priced = any("table_read_ms" in x for v in by_runtime.values() for x in v)
     rows = [[r, f"({x['t1']:.2f}, {x['t2']:.2f})", f"{x['measured_p90_ms']:.2f}",
              f"{x['predicted_p90_ms']:.2f} ({x['error_p90_pct']:+.1f}%)",
@@ -56,7 +56,7 @@ def p90_lines(by_runtime: dict) -> list[str]:
         return []
     return ["p90 latency per image, end to end as a user runs a profile (each frame read from disk, letterboxed, "
             "heads, decode and NMS): measured, predicted from the exits' cost distributions (`latency_stats`), and "
-            "by the old rule (each image's summed p90 part costs, 90th percentile over images). "
+            "by the summed-p90 rule (each image's summed p90 part costs, 90th percentile over images). "
             + ("The device table prices reading a frame from its file (timed on the first image, every exit pays "
                "it); the prediction's error without that read is shown beside, and the read as measured on the "
                "user's path / as the table timed it. " if priced else
@@ -65,23 +65,25 @@ def p90_lines(by_runtime: dict) -> list[str]:
             "of the passes' own errors (the machine drifts between passes), so it can differ from the ratio of the "
             "medians shown.", "",
             *_table(["runtime", "profile", "measured p90 ms", "predicted p90 (error)",
-                     *(["without the read (error)"] if priced else []), "old rule (error)",
+                     *(["without the read (error)"] if priced else []), "summed-p90 rule (error)",
                      "disk read ms" + (" (measured / table)" if priced else "")], rows)]
 
 
 def p90_worst(results: dict) -> list[list[str]]:
-    """README row: the worst p90 error over profiles and runtimes, new and old rule (absent for older runs)."""
+    """README row: the worst p90 error over profiles and runtimes, exit mixture and summed-p90 rule (absent
+    without p90 numbers)."""
     rows = [x for v in results["search_cost"]["cache"].get("latency_by_runtime", {}).values() for x in v
             if "error_p90_pct" in x]
     if not rows:
         return []
     new = max(abs(x["error_p90_pct"]) for x in rows)
     old = max(abs(x["error_p90_old_pct"]) for x in rows)
-    return [["predicted vs measured p90 latency (new / old rule)", f"{new:.1f}% / {old:.1f}% worst", "< 10%"]]
+    return [["predicted vs measured p90 latency (exit mixture / summed quantiles)", f"{new:.1f}% / {old:.1f}% worst",
+             "< 10%"]]
 
 
 def section(results: dict, number: int) -> list[str]:
-    """The section (empty for runs made before profiles were reported on held-out images)."""
+    """The section (empty for results without held-out profiles)."""
     opt = optimism_rows(results["search"])
     rules = budget_rule_rows(results.get("budget_stat") or {})
     if not opt and not rules:
@@ -99,7 +101,7 @@ def section(results: dict, number: int) -> list[str]:
                            "indistinguishable"], opt)]
     if rules:
         doc = results["budget_stat"]
-        lines += [f"Budgets on the mean (the old rule) against budgets on the p90 (the default), the same candidates, "
+        lines += [f"Budgets on the mean against budgets on the p90 (the default), the same candidates, "
                   f"each pick run as a user runs it over the {doc['test_images']} held-out images in {doc['runtime']} "
                   "(every frame read from disk): predicted / measured ms, and the share of frames over the budget.", "",
                   *_table(["budget", "rule", "pick", "mean ms", "p90 ms", "frames over budget", "AP held out"],

@@ -11,19 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .commands import ALIASES, COMMANDS, command_module
 
-COMMANDS: dict[str, tuple[str, str]] = {
-    "search": ("dh_tune.search.__main__", "gate-threshold profiles per device latency budget"),
-    "train": ("dh_tune.train.__main__", "train a DH-Net from a pipeline file (Ray Train)"),
-    "evaluate": ("dh_tune.evaluate.__main__", "AP, gate quality and latency of a profile"),
-    "detect": ("dh_tune.detect", "run a DH-Net (and a profile) on images"),
-    "profile-device": ("dh_tune.profile_device", "time DH-Net's parts on this device (latency table)"),
-    "export": ("dh_tune.export.__main__", "a profile as a deployment folder (ONNX, OpenVINO)"),
-    "data": ("dh_tune.data.__main__", "check datasets, make synthetic signs, Table 1"),
-    "model": ("dh_tune.model.__main__", "parameters and GMACs per exit (Table 2)"),
-    "import-yolov5": ("dh_tune.import_yolov5", "a YOLOv5 best.pt as a dh-tune checkpoint (no YOLOv5 code run)"),
-}
-"""Subcommand -> (module whose main(argv) runs it, one-line description)."""
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 
 def _command_list() -> str:
@@ -49,8 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `dh-tune COMMAND [ARGS...]`: the command's exit status; 2 for a missing or unknown command."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        module = importlib.import_module(COMMANDS[args[0]][0])
+    if args and (args[0] in COMMANDS or args[0] in ALIASES):
+        module = importlib.import_module(command_module(args[0]))
         return int(module.main(args[1:]) or 0)
     parser = build_parser()
     parser.parse_args(args)  # --help and --version exit 0; a missing or unknown command exits 2

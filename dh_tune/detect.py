@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .input_size import imgsz_problem
 from .messages import command_prog, finite_float, run_command
 
 PALETTE = [(56, 56, 255), (151, 157, 255), (31, 112, 255), (29, 178, 255), (49, 210, 207), (10, 249, 72),
@@ -45,8 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     else:
         if args.runtime not in (None, "torch"):
             p.error(f"--runtime {args.runtime} runs a profile: give --profile")
-        if args.imgsz is not None and (args.imgsz <= 0 or args.imgsz % 32):
-            p.error(f"--imgsz {args.imgsz}: must be a positive multiple of 32 (the largest stride)")
+        problem = None if args.imgsz is None else imgsz_problem(args.imgsz)
+        if problem is not None:
+            p.error(f"--imgsz {args.imgsz}: {problem}")
     return args
 
 

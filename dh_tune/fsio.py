@@ -89,7 +89,7 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, doc: Any, indent: int | None = 1, sort_keys: bool = False,
                allow_nan: bool = True) -> Path:
-    """Write `doc` as JSON atomically. Documents others read (profiles, device tables) pass
+    """Write `doc` as JSON atomically. Documents others read (profiles, latency tables) pass
     allow_nan=False: a NaN or infinity is then refused (ValueError) instead of written."""
     return write_text(path, json.dumps(doc, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan) + "\n")
 

@@ -92,4 +92,4 @@ _CORNERS = (0.0, 0.5, 1.0)  # a threshold that lets every image through, one tha
 
 GRAPH_KEYS: tuple[str, ...] = tuple(dict.fromkeys(
     graph_key(g, deepest_head(a, b)) for a in _CORNERS for b in _CORNERS for g in plan_graphs(a, b)))
-"""Every graph some profile runs (ten): device tables of a deployment runtime time each of them."""
+"""Every graph some profile runs (ten): latency tables of a deployment runtime time each of them."""

@@ -15,7 +15,7 @@ from .messages import command_prog, run_command
 from .model.checkpoint import model_args, save_checkpoint
 from .model.dhnet import DHNet
 from .model.yolov5 import DEFAULT_IMGSZ, YOLOv5Source
-from .pipeline import DataConfig, LossSettings, ModelConfig, Pipeline, TrainConfig
+from .pipeline import DataConfig, LossConfig, ModelConfig, Pipeline, TrainConfig
 
 ACCEPTED = ("Accepted: best.pt/last.pt as YOLOv5 v6.0-v7.0's train.py writes them (a clone's models.* classes or the "
             "yolov5 package's, fp16 or fp32; EMA weights when present) and YOLOv5-named state dicts. Refused, with one "
@@ -33,7 +33,7 @@ def pipeline_for(source: YOLOv5Source) -> Pipeline:
     """The pipeline the imported checkpoint records: its scale and size, and a plain detector's loss (no gate loss)."""
     return Pipeline(name=f"yolov5-{slug(Path(source.file).stem)}", model=ModelConfig(scale=source.scale),
                     data=DataConfig(imgsz=training_size(source)),
-                    train=TrainConfig(loss=LossSettings(gate_lambda=0.0, gate_trunk_grad=0.0)))
+                    train=TrainConfig(loss=LossConfig(gate_lambda=0.0, gate_trunk_grad=0.0)))
 
 
 def checkpoint_state(model: DHNet, source: YOLOv5Source) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dh_tune.model.config import DEFAULT_ANCHORS_PX, STRIDES
-from dh_tune.pipeline import LossSettings
+from dh_tune.pipeline import LossConfig
 
 # YOLOv5's neighbour-cell bias: a centre within g of a cell edge also trains the cell across it.
 NEIGHBOUR_BIAS = 0.5
@@ -166,7 +166,7 @@ class DHLoss:
         anchors_px: Tensor | Sequence[Sequence[Sequence[float]]] = DEFAULT_ANCHORS_PX,
         strides: Sequence[int] = STRIDES,
         imgsz: int = 640,
-        cfg: LossSettings | None = None,
+        cfg: LossConfig | None = None,
         *,
         balance: Sequence[float] = OBJ_BALANCE,
         label_smoothing: float = 0.0,
@@ -178,7 +178,7 @@ class DHLoss:
         Gains are rescaled as YOLOv5: box * 3/nl, cls * nc/80 * 3/nl, obj * (imgsz/640)^2 * 3/nl (nl = levels);
         balance weighs each level's objectness, cls_pw/obj_pw are the BCE positive weights.
         """
-        cfg = cfg or LossSettings()
+        cfg = cfg or LossConfig()
         anchors = torch.as_tensor(anchors_px, dtype=torch.float32)
         if nc < 1:
             raise ValueError(f"nc must be >= 1, got {nc}")

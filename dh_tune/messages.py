@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .commands import python_m
+
 
 class InputError(ValueError):
     """Input the user can fix (a file, a flag, a setting): commands print its one line and exit with 2.
@@ -29,17 +31,35 @@ PACKAGE_LOGGER = "dh_tune"
 """Parent of every module's logger (`logging.getLogger(__name__)`)."""
 
 
+TAGGED_PACKAGES = ("search",)
+"""Subpackages whose progress (INFO) lines start with their name in brackets, e.g. `[search] training ...`."""
+
+
+class LineFormatter(logging.Formatter):
+    """A record as the line users read: `warning: <message>` from WARNING up, else the message alone
+    (tagged `[search] ` for the TAGGED_PACKAGES)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {line}"
+        parts = record.name.split(".")
+        if len(parts) > 1 and parts[0] == PACKAGE_LOGGER and parts[1] in TAGGED_PACKAGES:
+            return f"[{parts[1]}] {line}"
+        return line
+
+
 class _LineHandler(logging.StreamHandler):
-    """Each record's message alone, as one line on the sys.stderr of the time the handler is made."""
+    """Each record as one `LineFormatter` line on the sys.stderr of the time the handler is made."""
 
     def __init__(self) -> None:
         super().__init__(sys.stderr)
-        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setFormatter(LineFormatter("%(message)s"))
 
 
 @contextmanager
 def command_logging() -> Iterator[None]:
-    """While a command runs, dh_tune's log records (INFO and up) are plain lines on stderr, as printed ones were.
+    """While a command runs, dh_tune's log records (INFO and up) are `LineFormatter` lines on stderr.
 
     The handler is made per command, so each call writes to the sys.stderr of its time, and removed afterwards.
     """
@@ -55,7 +75,7 @@ def command_logging() -> Iterator[None]:
 
 
 def worker_logging() -> None:
-    """In a process that runs no command (a Ray worker): dh_tune's log records as plain lines on stderr.
+    """In a process that runs no command (a Ray worker): dh_tune's log records as `LineFormatter` lines on stderr.
 
     Installed once per process; they stay off the root logger, whose handlers (if any) are Ray's.
     """
@@ -70,10 +90,7 @@ def command_prog(command: str) -> str:
     """A command's name in its usage line: `dh-tune COMMAND` under the console script, else `python -m dh_tune...`."""
     if os.path.basename(sys.argv[0]) == "dh-tune":
         return f"dh-tune {command}"
-    module = {"search": "search", "train": "train", "evaluate": "evaluate", "export": "export", "data": "data",
-              "model": "model", "detect": "detect", "profile-device": "profile_device",
-              "import-yolov5": "import_yolov5"}[command]
-    return f"python -m dh_tune.{module}"
+    return f"python -m {python_m(command)}"
 
 
 def _refuse(line: str, status: int) -> int:

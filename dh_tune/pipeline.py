@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .input_size import imgsz_problem
 from .messages import InputError
 from .resources import default_search_space, find_file
 from .yamlfile import read_yaml_mapping
@@ -50,9 +51,10 @@ class DataConfig(_Section):
 
     @field_validator("imgsz")
     @classmethod
-    def _multiple_of_32(cls, v: int) -> int:
-        if v % 32:
-            raise ValueError(f"must be a multiple of 32, got {v}")
+    def _input_size(cls, v: int) -> int:
+        problem = imgsz_problem(v)
+        if problem is not None:
+            raise ValueError(f"{problem}, got {v}")
         return v
 
 
@@ -63,7 +65,7 @@ class ModelConfig(_Section):
     init_from: str | None = None  # a YOLOv5-named state dict (.pt, weights_only)
 
 
-class LossSettings(_Section):
+class LossConfig(_Section):
     """Detection-loss gains and the gate-loss hyperparameters (paper Eq. 14-15, Eq. 3-7).
 
     Detection gains are the values before YOLOv5's rescaling by classes, image size and levels (DHLoss).
@@ -82,7 +84,7 @@ class LossSettings(_Section):
     gate_trunk_grad: float = Field(0.0, ge=0.0, le=1.0)
 
 
-class AugmentSettings(_Section):
+class AugmentConfig(_Section):
     """Training augmentation, YOLOv5 names (the paper turns mosaic off); 0 turns a part off.
 
     hsv_*: gains of the hue/saturation/value jitter; fliplr/flipud: flip probabilities;
@@ -119,8 +121,8 @@ class TrainConfig(_Section):
     # Multiplies lr0 and warmup_bias_lr (a searched hyperparameter: search_spaces may name lr_scale); 0 freezes
     # the weights, a trial made hopeless on purpose.
     lr_scale: float = Field(1.0, ge=0.0)
-    loss: LossSettings = LossSettings()
-    augment: AugmentSettings = AugmentSettings()
+    loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
     # What training may change. "none": the whole DH-Net. "detector": the detector is frozen (weights and BatchNorm
     # statistics stay exactly as they start, in the model and its EMA) and only the two gates train, on the gate term
     # of Eq. 15 (lambda * L_gate with the loss section's lambda_pos and eps), without augmentation; best.pt is then
@@ -133,7 +135,7 @@ class TrainConfig(_Section):
     gate_cache_mib: int = Field(2048, ge=0)
 
 
-class RaySettings(_Section):
+class RayConfig(_Section):
     """How training is spread: Ray Train workers, GPUs and failure handling."""
 
     workers: int = Field(1, ge=1)
@@ -142,7 +144,7 @@ class RaySettings(_Section):
     max_failures: int = Field(2, ge=0)
 
 
-class EarlyStopSettings(_Section):
+class EarlyStopConfig(_Section):
     """Stopping trials whose front lags (ASHA over the per-epoch front hypervolume), or none."""
 
     scheduler: Literal["asha", "none"] = "asha"
@@ -150,7 +152,7 @@ class EarlyStopSettings(_Section):
     reduction_factor: int = Field(3, ge=2)  # each rung keeps the best 1/reduction_factor of the trials that reach it
 
 
-class SearchSettings(_Section):
+class SearchConfig(_Section):
     """The threshold search: outer training trials and inner threshold trials."""
 
     trials: int = Field(4, ge=1)
@@ -187,7 +189,7 @@ class SearchSettings(_Section):
     report_every: int = Field(1, ge=1)
     report_images: int = Field(64, ge=4)
     report_grid_steps: int = Field(6, ge=3)
-    early_stop: EarlyStopSettings = EarlyStopSettings()
+    early_stop: EarlyStopConfig = EarlyStopConfig()
     # Points the outer search trains first, after the paper's: each names a value of every searched hyperparameter.
     first_points: list[dict[str, float]] = Field(default_factory=list)
 
@@ -195,12 +197,13 @@ class SearchSettings(_Section):
     @classmethod
     def _sizes(cls, v: list[int]) -> list[int]:
         for s in v:
-            if s <= 0 or s % 32:
-                raise ValueError(f"every size must be a positive multiple of 32, got {s}")
+            problem = imgsz_problem(s)
+            if problem is not None:
+                raise ValueError(f"every size {problem}, got {s}")
         return sorted(set(v))
 
     @model_validator(mode="after")
-    def _rungs_on_reports(self) -> SearchSettings:
+    def _rungs_on_reports(self) -> SearchConfig:
         if self.early_stop.grace_epochs % self.report_every:
             raise ValueError(f"early_stop.grace_epochs ({self.early_stop.grace_epochs}) must be a multiple of "
                              f"report_every ({self.report_every}): trials are compared at the epochs they report")
@@ -214,8 +217,8 @@ class Pipeline(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
-    ray: RaySettings = RaySettings()
-    search: SearchSettings = SearchSettings()
+    ray: RayConfig = RayConfig()
+    search: SearchConfig = SearchConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Pipeline:

@@ -16,7 +16,7 @@ from .data.letterbox import boxes_from_network, letterbox_info
 from .data.preprocess import preprocess
 from .export.dhnet_runtime import Detector
 from .model import DEPLOY_NMS, Detections, DHNet, NMSConfig, postprocess
-from .model.checkpoint import checkpoint_imgsz, file_sha256, load_model
+from .model.checkpoint import CheckpointPipeline, file_sha256, load_model
 from .runtimes import check_match, resolve
 from .threshold_profiles import Profile, ProfileError, check_checkpoint, check_feasible, load_profile
 
@@ -54,7 +54,7 @@ class Predictor:
     def from_checkpoint(cls, checkpoint: str | Path, imgsz: int | None = None,
                         thresholds: tuple[float, float] = (0.5, 0.5), **kwargs) -> Predictor:
         model, ckpt = load_model(checkpoint)
-        size = imgsz or checkpoint_imgsz(ckpt)
+        size = imgsz or CheckpointPipeline.of(ckpt).imgsz
         return cls(model, size, thresholds, names=ckpt.get("names"), **kwargs)
 
     @classmethod

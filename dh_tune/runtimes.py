@@ -1,6 +1,6 @@
 """The inference runtimes dh-tune times and deploys with: torch (eager), ONNX Runtime and OpenVINO.
 
-A device table, and every profile chosen against it, belongs to one runtime: the same network runs
+A latency table, and every profile chosen against it, belongs to one runtime: the same network runs
 2.5-4x faster under ONNX Runtime or OpenVINO than in eager PyTorch on a CPU, so a budget met in one
 is not the budget met in another.
 """

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jsonschema
 
@@ -28,18 +28,18 @@ KIND = "dh-tune-profile"
 _NUM = {"type": "number"}
 _RUNTIME = {"type": "object", "required": ["name", "version"], "additionalProperties": False,
             "properties": {"name": {"enum": ["torch", "onnxruntime", "openvino"]}, "version": {"type": "string"}}}
-"""The runtime whose timings a profile was chosen with (absent in older profiles: torch)."""
+"""The runtime whose timings a profile was chosen with."""
 SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dh-tune threshold profile",
     "type": "object",
     "required": ["schema_version", "kind", "device", "budget_ms", "feasible", "thresholds", "imgsz", "metric",
-                 "training", "expected", "model", "dh_tune_version", "created_at"],
+                 "training", "expected", "model", "configuration", "dh_tune_version", "created_at"],
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "kind": {"const": KIND},
-        "device": {"type": "object", "required": ["name", "table_digest"], "additionalProperties": True,
+        "device": {"type": "object", "required": ["name", "table_digest", "runtime"], "additionalProperties": True,
                    "properties": {"name": {"type": "string", "minLength": 1},
                                   "table_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                                   "runtime": _RUNTIME}},
@@ -96,6 +96,41 @@ SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 
+class HeldOutNumbers(Protocol):
+    """What a profile gives on held-out test images (the search's `HeldOut`)."""
+
+    @property
+    def ap50(self) -> float: ...
+    @property
+    def ap50_95(self) -> float: ...
+    @property
+    def latency_ms(self) -> float: ...
+    @property
+    def latency_p90_ms(self) -> float: ...
+    @property
+    def latency_p99_ms(self) -> float: ...
+    @property
+    def exit_shares(self) -> tuple[float, float, float]: ...
+
+
+class ChosenPoint(HeldOutNumbers, Protocol):
+    """The search point a profile is made from (the search's `FrontPoint`): what it gives on calibration
+    images (the fields of `HeldOutNumbers`), its size and thresholds, and its held-out numbers."""
+
+    @property
+    def imgsz(self) -> int: ...
+    @property
+    def t1(self) -> float: ...
+    @property
+    def t2(self) -> float: ...
+    @property
+    def gate_accuracy(self) -> tuple[float, float]: ...
+    @property
+    def mean_gmacs(self) -> float: ...
+    @property
+    def test(self) -> HeldOutNumbers | None: ...
+
+
 class ProfileError(InputError):
     """A profile that cannot be used (one line: the file and the reason)."""
 
@@ -118,8 +153,8 @@ class Profile:
 
     @property
     def runtime(self) -> str:
-        """The runtime the profile's latency was measured in (profiles without the field: torch)."""
-        return str(self.doc["device"].get("runtime", {}).get("name", "torch"))
+        """The runtime the profile's latency was measured in."""
+        return str(self.doc["device"]["runtime"]["name"])
 
     @property
     def checkpoint_sha256(self) -> str:
@@ -147,7 +182,7 @@ def validate(doc: Any, source: str) -> None:
 
 
 def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str], budget_ms: float, feasible: bool,
-                 candidate: dict,
+                 candidate: ChosenPoint,
                  metric: str, hyperparameters: dict, checkpoint_rel: str, checkpoint_sha256: str,
                  model: dict, note: str | None = None, extra_training: dict | None = None,
                  comparison: dict | None = None, confidence: dict | None = None, holdout: dict | None = None,
@@ -156,21 +191,21 @@ def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str]
 
     `configuration` says whether the profile is a static network (no gate computed) or gated;
     `comparison` records the best static network and the best gated profile within the same budget. A candidate
-    scored on held-out images (`candidate["test"]`) reports those as `expected` and keeps what the choice saw
+    scored on held-out images (`candidate.test`) reports those as `expected` and keeps what the choice saw
     (calibration images) as `selection`; `confidence` adds the budget statistic, the selection rule, the
     bootstrap intervals and how many rivals are indistinguishable.
     """
-    t1, t2 = float(candidate["t1"]), float(candidate["t2"])
+    t1, t2 = float(candidate.t1), float(candidate.t2)
     level = static_exit(t1, t2)
-    seen = {"ap50": candidate["ap50"], "ap50_95": candidate["ap50_95"], "latency_mean_ms": candidate["latency_ms"],
-            "latency_p90_ms": candidate["latency_p90_ms"], "latency_p99_ms": candidate.get("latency_p99_ms"),
-            "exit_shares": list(candidate["exit_shares"]), "gate_accuracy": list(candidate["gate_accuracy"]),
-            "mean_gmacs": candidate["mean_gmacs"]}
-    test = candidate.get("test")
+    seen = {"ap50": candidate.ap50, "ap50_95": candidate.ap50_95, "latency_mean_ms": candidate.latency_ms,
+            "latency_p90_ms": candidate.latency_p90_ms, "latency_p99_ms": candidate.latency_p99_ms,
+            "exit_shares": list(candidate.exit_shares), "gate_accuracy": list(candidate.gate_accuracy),
+            "mean_gmacs": candidate.mean_gmacs}
+    test = candidate.test
     expected = seen if not test else {
-        "ap50": test["ap50"], "ap50_95": test["ap50_95"], "latency_mean_ms": test["latency_ms"],
-        "latency_p90_ms": test["latency_p90_ms"], "latency_p99_ms": test.get("latency_p99_ms"),
-        "exit_shares": list(test["exit_shares"]), "split": "test"}
+        "ap50": test.ap50, "ap50_95": test.ap50_95, "latency_mean_ms": test.latency_ms,
+        "latency_p90_ms": test.latency_p90_ms, "latency_p99_ms": test.latency_p99_ms,
+        "exit_shares": list(test.exit_shares), "split": "test"}
     device = {"name": device_name, "table_digest": table_digest, "runtime": dict(runtime)}
     if table_created_at:
         device["table_created_at"] = table_created_at
@@ -178,7 +213,7 @@ def make_profile(*, device_name: str, table_digest: str, runtime: dict[str, str]
         "schema_version": SCHEMA_VERSION, "kind": KIND,
         "device": device,
         "budget_ms": float(budget_ms), "feasible": bool(feasible),
-        "thresholds": [float(candidate["t1"]), float(candidate["t2"])], "imgsz": int(candidate["imgsz"]),
+        "thresholds": [t1, t2], "imgsz": int(candidate.imgsz),
         "metric": metric,
         "training": {"hyperparameters": hyperparameters, **(extra_training or {}),
                      "checkpoint": {"path": checkpoint_rel, "sha256": checkpoint_sha256}},
@@ -251,7 +286,7 @@ def check_feasible(profile: Profile, allow: bool = False) -> None:
     what = f"{profile.path}: infeasible, no configuration meets its budget of {profile.doc['budget_ms']:g} ms"
     if not allow:
         raise ProfileError(f"{what}; run it anyway with --allow-infeasible (allow_infeasible=True)")
-    logger.warning("warning: %s; running it anyway", what)
+    logger.warning("%s; running it anyway", what)
 
 
 def check_checkpoint(profile: Profile, checkpoint: str | Path, checkpoint_sha256: str) -> None:

@@ -106,7 +106,7 @@ class SafeLogger:
             getattr(self._client, fn)(self.run_id, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking must not stop training or search
             self.failed = True
-            logger.warning("warning: MLflow logging to %s failed (%s); results are still written to disk",
+            logger.warning("MLflow logging to %s failed (%s); results are still written to disk",
                            redact_uri(self.uri), redact_uri(first_line(exc))[:200])
 
     def metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -145,7 +145,56 @@ def start_run(uri: str, experiment: str, run_name: str, tags: dict[str, str] | N
             all_tags["mlflow.parentRunId"] = parent_run_id
         run = c.create_run(experiment_id(uri, experiment), run_name=run_name, tags=all_tags)
     except Exception as exc:  # noqa: BLE001
-        logger.warning("warning: cannot reach MLflow at %s (%s); continuing without tracking, results are written "
+        logger.warning("cannot reach MLflow at %s (%s); continuing without tracking, results are written "
                        "to disk", redact_uri(uri), redact_uri(first_line(exc))[:200])
         return None
     return SafeLogger(uri, run.info.run_id)
+
+
+def find_run(uri: str, experiment: str, tags: dict[str, str]) -> str | None:
+    """Id of the newest run of `experiment` with all of `tags`, or None (none, a tag value that cannot be quoted
+    in an MLflow filter, or the store unreachable: a caller starting a run then warns once)."""
+    if any("'" in v for v in tags.values()):
+        return None
+    try:
+        c = client(uri)
+        exp = c.get_experiment_by_name(experiment)
+        if exp is None:
+            return None
+        runs = c.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                             filter_string=" and ".join(f"tags.{k} = '{v}'" for k, v in tags.items()))
+    except Exception:  # noqa: BLE001 - tracking never stops the work it tracks
+        return None
+    return runs[0].info.run_id if runs else None
+
+
+def close_stale_runs(uri: str, parent_run_id: str) -> int:
+    """Child runs of `parent_run_id` left RUNNING by a killed process become FAILED (call only while no other
+    process writes them). Returns how many were closed (0, with a warning, when the store cannot be reached)."""
+    try:
+        c = client(uri)
+        parent = c.get_run(parent_run_id)
+        runs = c.search_runs([parent.info.experiment_id], max_results=1000,
+                             filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                           "attributes.status = 'RUNNING'")
+        for run in runs:
+            c.set_terminated(run.info.run_id, "FAILED")
+    except Exception as exc:  # noqa: BLE001 - tracking never stops the work it tracks
+        logger.warning("could not close interrupted MLflow runs (%s)", first_line(exc)[:200])
+        return 0
+    return len(runs)
+
+
+def delete_child_runs(uri: str, parent_run_id: str, tag: str, values: tuple[str, ...]) -> None:
+    """Delete the child runs of `parent_run_id` whose `tag` is one of `values` (their replacements are logged
+    next; a store that cannot be reached deletes nothing)."""
+    try:
+        c = client(uri)
+        exp = c.get_run(parent_run_id).info.experiment_id
+        for value in values:
+            old = c.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
+                                                     f"and tags.{tag} = '{value}'")
+            for run in old:
+                c.delete_run(run.info.run_id)
+    except Exception:  # noqa: BLE001 - the new runs are logged regardless
+        pass

@@ -138,11 +138,11 @@ def tiny_dataset(tmp_path_factory) -> str:
 def trained_tiny(tiny_dataset, tiny_pipeline_doc, tmp_path_factory) -> Path:
     """A tiny DH-Net fitted to the tiny dataset in-process (about a minute): its best checkpoint."""
     from dh_tune.pipeline import Pipeline
-    from dh_tune.train.run import run_training
+    from dh_tune.train.run import TrainOptions, run_training
 
     run = tmp_path_factory.mktemp("tiny-run")
-    outcome = run_training(Pipeline.model_validate(tiny_pipeline_doc(tiny_dataset, epochs=200)), run_dir=run / "r",
-                           use_ray=False, track=False)
+    outcome = run_training(Pipeline.model_validate(tiny_pipeline_doc(tiny_dataset, epochs=200)),
+                           TrainOptions(run_dir=run / "r", use_ray=False, track=False))
     return outcome.best
 
 

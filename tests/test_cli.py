@@ -82,3 +82,15 @@ def test_console_script_matches_python_m(tmp_path: Path) -> None:
     assert "--budget-ms" in via_script.stdout
     wrong = subprocess.run([str(script), "bogus"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert wrong.returncode == 2
+
+
+def test_a_former_command_name_still_runs_its_command(capsys) -> None:
+    from dh_tune.commands import ALIASES, COMMANDS
+
+    assert set(ALIASES.values()) <= set(COMMANDS) and not set(ALIASES) & set(COMMANDS)
+    with pytest.raises(SystemExit) as done:
+        main(["profile-device", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: python -m dh_tune.latency ")
+    run = subprocess.run([sys.executable, "-m", "dh_tune.profile_device", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and "--imgsz" in run.stdout

@@ -7,16 +7,18 @@ from pathlib import Path
 import pytest
 
 from dh_tune.gating import STATIC_THRESHOLDS, gates_computed, static_exit
-from dh_tune.search.compare import compare_budget, is_paper_point, model_summaries
+from dh_tune.search.compare import compare_budget, model_summaries
+from dh_tune.search.records import FrontPoint, TrialResult, TrialStatus
+from dh_tune.search.space import is_paper_point
 from dh_tune.threshold_profiles import load_profile
 
 
-def _pt(t1, t2, ap, ms, trial="t", imgsz=128) -> dict:
+def _pt(t1, t2, ap, ms, trial="t", imgsz=128) -> FrontPoint:
     level = static_exit(t1, t2)
-    return {"imgsz": imgsz, "t1": t1, "t2": t2, "ap50": ap + 0.2, "ap50_95": ap, "latency_ms": ms,
+    return FrontPoint.from_dict({"imgsz": imgsz, "t1": t1, "t2": t2, "ap50": ap + 0.2, "ap50_95": ap, "latency_ms": ms,
             "latency_p90_ms": ms * 1.1, "exit_shares": [0.2, 0.3, 0.5], "gate_accuracy": [0.9, 0.9],
             "gate_recall": [0.9, 0.9], "mean_gmacs": 0.1, "source": "grid", "static_exit": level,
-            "heads": {1: "P3 head", 2: "P3+P4 heads", 3: "all heads"}.get(level, "gated"), "trial_id": trial}
+            "heads": {1: "P3 head", 2: "P3+P4 heads", 3: "all heads"}.get(level, "gated"), "trial_id": trial})
 
 
 POINTS = [_pt(1.0, 1.0, 0.20, 5.0), _pt(0.3, 0.7, 0.30, 6.0), _pt(0.4, 0.6, 0.45, 7.0),
@@ -33,10 +35,10 @@ def test_the_threshold_rule_names_static_networks() -> None:
 
 def test_compare_budget_finds_the_best_of_each_kind_and_the_gain() -> None:
     tight = compare_budget(POINTS, 6.5, "ap50_95")  # the gated profile beats P3 alone
-    assert tight.best_static["t1"] == 1.0 and tight.best_dynamic["t1"] == 0.3
+    assert tight.best_static.t1 == 1.0 and tight.best_dynamic.t1 == 0.3
     assert tight.dynamic_gain == pytest.approx(0.10) and not tight.static_wins
     wide = compare_budget(POINTS, 9.0, "ap50_95")  # P3+P4 without gates beats every gated profile
-    assert wide.best_static["heads"] == "P3+P4 heads" and wide.dynamic_gain == pytest.approx(-0.05)
+    assert wide.best_static.heads == "P3+P4 heads" and wide.dynamic_gain == pytest.approx(-0.05)
     assert wide.static_wins
     assert compare_budget(POINTS, 1.0, "ap50_95").to_dict()["dynamic_gain"] is None
 
@@ -53,10 +55,10 @@ def test_a_gated_profile_must_beat_the_static_network_by_the_minimum_gain() -> N
 def test_paper_point_and_model_summaries() -> None:
     assert is_paper_point({"gate_lambda": 0.2, "eps": 4.0, "gate_trunk_grad": 1.0})
     assert not is_paper_point({"gate_lambda": 0.3, "eps": 4.0})
-    docs = [{"trial_id": "a", "status": "finished", "params": {"gate_lambda": 0.2}, "front": POINTS[:3],
-             "static": [POINTS[0], POINTS[3]], "train_metrics": {"ap50": 0.7, "gate1_acc": 0.95}},
-            {"trial_id": "b", "status": "finished", "params": {"gate_lambda": 0.5}, "front": POINTS[:1], "static": []}]
-    rows = model_summaries(docs, "ap50_95", 20.0)
+    docs = [TrialResult("a", {"gate_lambda": 0.2}, TrialStatus.FINISHED, front=POINTS[:3], static=[POINTS[0], POINTS[3]],
+                        train_metrics={"ap50": 0.7, "gate1_acc": 0.95}),
+            TrialResult("b", {"gate_lambda": 0.5}, TrialStatus.FINISHED, front=POINTS[:1], static=[])]
+    rows = [r.to_dict() for r in model_summaries(docs, "ap50_95", 20.0)]
     assert rows[0]["paper_point"] and not rows[1]["paper_point"]
     assert rows[0]["hypervolume"] > rows[1]["hypervolume"] > 0  # more of the front, more volume
     assert rows[0]["gate_accuracy"] == [0.95, None]
@@ -69,14 +71,14 @@ def test_a_budget_a_static_network_wins_is_exported_as_that_static_network(train
     from dh_tune.search.records import SearchRequest
     from dh_tune.search.summary import finish
 
-    static = [p for p in POINTS if p["static_exit"]]
-    doc = {"trial_id": "t", "status": "finished", "checkpoint": str(trained_tiny), "params": {"gate_lambda": 0.2},
-           "front": POINTS, "static": static}
+    static = [p for p in POINTS if p.static_exit]
+    doc = TrialResult("t", {"gate_lambda": 0.2}, TrialStatus.FINISHED, checkpoint=str(trained_tiny), front=POINTS,
+                      static=static)
     req = SearchRequest(pipeline=Pipeline(), budgets=[6.5, 9.0], out=tmp_path / "out", track=False)
     outcome = finish(req, [doc], {128: _latency(128, 1.0)}, None, 0.0)
     tight, wide = outcome.budgets
-    assert tight.candidate["t1"] == 0.3
-    assert wide.candidate["heads"] == "P3+P4 heads" and "static network wins" in wide.reason
+    assert tight.candidate.t1 == 0.3
+    assert wide.candidate.heads == "P3+P4 heads" and "static network wins" in wide.reason
     prof = load_profile(wide.profile_path)
     assert prof.thresholds == (0.0, 1.0)
     assert prof.doc["configuration"] == {"kind": "static", "heads": "P3+P4 heads", "gates_computed": [False, False]}

@@ -11,7 +11,7 @@ import pytest
 
 from dh_tune.data import DataError, DetectionDataset, load_dataset, read_problems, write_problems
 from dh_tune.data.__main__ import main
-from dh_tune.pipeline import AugmentSettings
+from dh_tune.pipeline import AugmentConfig
 
 LABELS = {
     "good.jpg": "0 0.5 0.5 0.2 0.2\n",
@@ -181,7 +181,7 @@ def test_image_broken_after_loading_gives_grey_image_without_targets(data_yolo_r
     record = ds.splits["train"][0]
     record.path.write_bytes(b"\xff\xd8 broken")
     for augment in (False, True):
-        data = DetectionDataset(ds.splits["train"], 64, augment=augment, hyp=AugmentSettings(scale=0, translate=0))
+        data = DetectionDataset(ds.splits["train"], 64, augment=augment, hyp=AugmentConfig(scale=0, translate=0))
         image, targets, index = data[0]
         assert index == 0 and targets.shape == (0, 5) and image.shape == (3, 64, 64)
         assert augment or (image == 114).all()

@@ -12,6 +12,7 @@ from dh_tune.data import load_dataset
 from dh_tune.detect import main as detect_main
 from dh_tune.model.checkpoint import file_sha256
 from dh_tune.predict import Predictor
+from dh_tune.search.records import FrontPoint
 from dh_tune.threshold_profiles import ProfileError, make_profile, save_profile
 
 TORCH = {"name": "torch", "version": "2.13.0"}
@@ -21,9 +22,9 @@ def _profile_for(checkpoint: Path, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(checkpoint, folder / "model.pt")
     cand = {"imgsz": 128, "t1": 0.5, "t2": 0.5, "ap50": 0.9, "ap50_95": 0.7, "latency_ms": 5.0, "latency_p90_ms": 6.0,
-            "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "mean_gmacs": 0.05}
+            "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "gate_recall": (1.0, 1.0), "mean_gmacs": 0.05}
     doc = make_profile(device_name="Test CPU", table_digest="e" * 64, runtime=TORCH,
-                       budget_ms=10, feasible=True, candidate=cand,
+                       budget_ms=10, feasible=True, candidate=FrontPoint.from_dict(cand),
                        metric="ap50", hyperparameters={}, checkpoint_rel="model.pt",
                        checkpoint_sha256=file_sha256(checkpoint), model={"scale": [0.33, 0.25], "nc": 11})
     return save_profile(doc, folder / "budget-10ms.json")

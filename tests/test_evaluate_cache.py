@@ -62,7 +62,7 @@ def test_evaluate_command_prints_metrics_and_draws_plots(trained_tiny, tmp_path,
 
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     table = tmp_path / "dev.json"
-    from dh_tune.profile_device import main as profile_main
+    from dh_tune.latency.__main__ import main as profile_main
 
     assert profile_main(["--checkpoint", str(trained_tiny), "--imgsz", "128", "--repeats", "5", "--warmup", "1",
                          "--out", str(table)]) == 0

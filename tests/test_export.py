@@ -30,6 +30,7 @@ from dh_tune.model import VAL_NMS, DHNet, postprocess
 from dh_tune.model.checkpoint import file_sha256, load_model
 from dh_tune.predict import Predictor
 from dh_tune.runtimes import RuntimeChoiceError, version
+from dh_tune.search.records import FrontPoint
 from dh_tune.threshold_profiles import load_profile, make_profile, save_profile
 
 
@@ -37,9 +38,10 @@ def _profile(checkpoint: Path, folder: Path, runtime: str, thresholds=(0.5, 0.5)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(checkpoint, folder / "model.pt")
     cand = {"imgsz": imgsz, "t1": thresholds[0], "t2": thresholds[1], "ap50": 0.9, "ap50_95": 0.7, "latency_ms": 5.0,
-            "latency_p90_ms": 6.0, "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "mean_gmacs": 0.05}
+            "latency_p90_ms": 6.0, "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "gate_recall": (1.0, 1.0),
+            "mean_gmacs": 0.05}
     doc = make_profile(device_name="Test CPU", table_digest="e" * 64, runtime={"name": runtime, "version": "x"},
-                       budget_ms=10, feasible=True, candidate=cand, metric="ap50_95", hyperparameters={},
+                       budget_ms=10, feasible=True, candidate=FrontPoint.from_dict(cand), metric="ap50_95", hyperparameters={},
                        checkpoint_rel="model.pt", checkpoint_sha256=file_sha256(checkpoint),
                        model={"scale": [0.33, 0.25], "nc": 11})
     return save_profile(doc, folder / f"{runtime}-{thresholds[0]:g}-{thresholds[1]:g}.json")
@@ -263,11 +265,12 @@ def test_device_table_records_its_runtime(runtime, tmp_path) -> None:
     with pytest.raises(LatencyTableError, match="runtime"):
         LatencyTable.from_dict(doc)
     del doc["device"]["runtime"]
-    assert LatencyTable.from_dict(doc).runtime["name"] == "torch"  # tables written before runtimes: eager torch
+    with pytest.raises(LatencyTableError, match="'runtime' is a required property"):
+        LatencyTable.from_dict(doc)
 
 
 def test_device_tables_of_another_runtime_are_refused(tmp_path) -> None:
-    from dh_tune.latency.device_tables import tables_from_files
+    from dh_tune.latency.table_sources import tables_from_files
 
     table = latency_table(DHNet((0.33, 0.25), nc=3), 64, repeats=5, warmup=1)
     table.save(tmp_path / "torch-64.json")

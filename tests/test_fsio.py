@@ -102,10 +102,10 @@ def test_trial_results_count_each_point_once_and_skip_what_cannot_be_read(tmp_pa
     _trial(tmp_path, "c", params={"gate_lambda": 0.5, "eps": 3.0}, status="running", started=3.0)
     damaged = _trial(tmp_path, "d", params={"gate_lambda": 0.7, "eps": 3.0}, status="finished", started=4.0)
     damaged.write_text(damaged.read_text()[:20])
-    assert [d["trial_id"] for d in ended_trials(tmp_path)] == ["a"]
-    assert f"[search] {damaged}: unreadable trial result" in caplog.text
+    assert [d.trial_id for d in ended_trials(tmp_path)] == ["a"]
+    assert [r.levelname for r in caplog.records if f"{damaged}: unreadable trial result" in r.getMessage()] == ["WARNING"]
     (changed,) = mark_interrupted(tmp_path)
-    assert changed["trial_id"] == "c"
+    assert changed.trial_id == "c"
     assert json.loads((tmp_path / "trials" / "c" / "result.json").read_text())["status"] == "interrupted"
 
 

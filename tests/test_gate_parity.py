@@ -11,9 +11,9 @@ from dh_tune.data.synth import generate
 from dh_tune.loss import DHLoss
 from dh_tune.model import DHNet
 from dh_tune.model.checkpoint import load_checkpoint
-from dh_tune.pipeline import LossSettings, Pipeline
+from dh_tune.pipeline import LossConfig, Pipeline
 from dh_tune.train.gradients import gate_gradient_share
-from dh_tune.train.run import run_training
+from dh_tune.train.run import TrainOptions, run_training
 
 SCALE = (0.33, 0.125)
 
@@ -32,7 +32,7 @@ def test_gate_share_of_the_trunk_gradient_is_bounded_by_the_trunk_grad_setting(g
     """The bound: share(g) = g * share(end to end). With the default g = 0 the gate term sends nothing into the
     detector, whatever lambda is, so the detector's gradient is exactly a plain YOLOv5's."""
     model = DHNet(SCALE, nc=3)
-    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossSettings(gate_lambda=gate_lambda))
+    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossConfig(gate_lambda=gate_lambda))
     images, targets, labels = _batch()
     end_to_end = gate_gradient_share(model, crit, images, targets, labels, 1.0)
     assert end_to_end > 0.0
@@ -45,7 +45,7 @@ def test_detached_gates_still_learn() -> None:
     model = DHNet(SCALE, nc=3)
     images, targets, labels = _batch()
     maps, logits = model(images, gate_trunk_grad=0.0)
-    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossSettings(gate_lambda=0.2))
+    crit = DHLoss(3, model.anchors_px.detach(), model.strides, 64, LossConfig(gate_lambda=0.2))
     loss, _ = crit(maps, logits, targets, labels)
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.gates[0].parameters() if p.ndim > 1)
@@ -63,7 +63,7 @@ def _train(data: str, run: Path, **loss) -> dict[str, torch.Tensor]:
         "name": "parity", "data": {"dataset": data, "imgsz": 96, "cache_images": True}, "model": {"scale": list(SCALE)},
         "train": {"epochs": 2, "batch_size": 8, "warmup_epochs": 0.5, "threads": 1, "loss": loss},
         "ray": {"workers": 1, "cpus_per_worker": 1}})
-    outcome = run_training(p, run_dir=run, use_ray=False, track=False)
+    outcome = run_training(p, TrainOptions(run_dir=run, use_ray=False, track=False))
     return load_checkpoint(outcome.last)["model"]
 
 

@@ -16,7 +16,7 @@ from train_hooks import InjectedFailure
 from dh_tune.model import DHNet
 from dh_tune.model.checkpoint import load_checkpoint, model_args, save_checkpoint
 from dh_tune.pipeline import Pipeline, PipelineError, load_pipeline
-from dh_tune.train.run import run_training
+from dh_tune.train.run import TrainOptions, run_training
 
 SOURCE = {"format": "yolov5", "file": "best.pt", "sha256": "0" * 64, "weights": "ema"}
 METRIC_KEYS = {"ap50", "ap50_95", "gate1_acc", "gate2_acc", "fitness", "epoch_time_s", "train_time_s", "images_per_s",
@@ -76,7 +76,8 @@ def trained(separable, detector, tiny_pipeline_doc, tmp_path_factory) -> Path:
     doc = tiny_pipeline_doc(separable, imgsz=128, width=0.125, freeze="detector", epochs=12, batch_size=4,
                             warmup_epochs=0, precise_bn_batches=2, threads=1)
     run = tmp_path_factory.mktemp("gates") / "run"
-    run_training(Pipeline.model_validate(doc), run_dir=run, use_ray=False, track=False, init_checkpoint=str(detector))
+    run_training(Pipeline.model_validate(doc),
+                 TrainOptions(run_dir=run, use_ray=False, track=False, init_checkpoint=str(detector)))
     return run
 
 
@@ -149,8 +150,9 @@ def test_features_kept_or_recomputed_train_the_same_gates(separable: str, detect
     runs = {}
     for mib in (2048, 0):
         calls.update(stage1=0, stage3=0)
-        out = run_training(frozen(separable, gate_cache_mib=mib), run_dir=tmp_path / str(mib), use_ray=False,
-                           track=False, init_checkpoint=str(detector))
+        out = run_training(frozen(separable, gate_cache_mib=mib),
+                           TrainOptions(run_dir=tmp_path / str(mib), use_ray=False, track=False,
+                                        init_checkpoint=str(detector)))
         runs[mib] = (load_checkpoint(out.last), dict(calls))
     (kept, kept_calls), (recomputed, recomputed_calls) = runs[2048], runs[0]
     # Kept: the detector runs once per image (8 training, 8 val for the gates, 8 for the AP); never stage 3 but for AP.
@@ -165,14 +167,15 @@ def test_features_kept_or_recomputed_train_the_same_gates(separable: str, detect
 def test_resumed_gates_only_run_equals_an_uninterrupted_one(separable: str, detector: Path, frozen, epoch_hooks,
                                                              tmp_path: Path) -> None:
     p = frozen(separable)
-    straight = run_training(p, run_dir=tmp_path / "straight", use_ray=False, track=False,
-                            init_checkpoint=str(detector))
+    straight = run_training(p, TrainOptions(run_dir=tmp_path / "straight", use_ray=False, track=False,
+                                            init_checkpoint=str(detector)))
     epoch_hooks("crash_once_after_first_epoch")
     with pytest.raises(InjectedFailure):
-        run_training(p, run_dir=tmp_path / "stopped", use_ray=False, track=False, init_checkpoint=str(detector))
+        run_training(p, TrainOptions(run_dir=tmp_path / "stopped", use_ray=False, track=False,
+                                     init_checkpoint=str(detector)))
     epoch_hooks()
-    resumed = run_training(p, resume=tmp_path / "stopped", use_ray=False, track=False,
-                           init_checkpoint=str(detector))
+    resumed = run_training(p, TrainOptions(resume=tmp_path / "stopped", use_ray=False, track=False,
+                                           init_checkpoint=str(detector)))
     a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
     assert b["epoch"] == 2 and len(b["history"]) == 3 and b["source"] == SOURCE
     for which in ("model", "ema"):
@@ -209,7 +212,7 @@ def test_two_ray_workers_train_the_same_gates_on_a_frozen_detector(separable: st
                                                                    tmp_path: Path) -> None:
     epoch_hooks("write_rank_checksum")
     p = frozen(separable, epochs=1).with_overrides(ray={"workers": 2, "cpus_per_worker": 1})
-    outcome = run_training(p, run_dir=tmp_path / "ddp", track=False, init_checkpoint=str(detector))
+    outcome = run_training(p, TrainOptions(run_dir=tmp_path / "ddp", track=False, init_checkpoint=str(detector)))
     ranks = [json.loads((tmp_path / "ddp" / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["sha256"] == ranks[1]["sha256"]
     ckpt = load_checkpoint(outcome.last)

@@ -190,20 +190,21 @@ class _Book:
     def __init__(self, intervals: dict[str, tuple[float, float]]) -> None:
         self.intervals_of = intervals
 
-    def intervals(self, point: dict, split: str):
+    def intervals(self, point, split: str):
         from dh_tune.evaluate.bootstrap import Interval, ProfileIntervals
 
-        low, high = self.intervals_of[point["trial_id"]]
+        low, high = self.intervals_of[point.trial_id]
         nan = Interval(float("nan"), float("nan"))
         return ProfileIntervals(Interval(low, high), nan, (nan, nan, nan))
 
 
 def test_safest_takes_the_fastest_profile_that_cannot_be_told_from_the_best() -> None:
     from dh_tune.search.confidence import indistinguishable, safest
+    from dh_tune.search.records import FrontPoint
 
-    def point(name: str, ap: float, ms: float) -> dict:
-        return {"trial_id": name, "imgsz": 64, "t1": 0.5, "t2": 0.5, "ap50": ap, "latency_ms": ms,
-                "budget_latency_ms": ms}
+    def point(name: str, ap: float, ms: float) -> FrontPoint:
+        return FrontPoint(64, 0.5, 0.5, ap, ap / 2, ms, ms * 1.1, (0.3, 0.3, 0.4), (0.9, 0.9), (0.9, 0.9), 0.05,
+                          trial_id=name)
 
     best, close, fast_bad, slow_close = point("best", 0.60, 9.0), point("close", 0.58, 6.0), \
         point("fast_bad", 0.40, 2.0), point("slow_close", 0.59, 8.0)

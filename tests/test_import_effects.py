@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from dh_tune.evaluate import figures
 from dh_tune.search.plots import plot_front, plot_threshold_sweep
+from dh_tune.search.records import FrontPoint
 from dh_tune.train.plots import plot_history
 out = Path(sys.argv[1])
 history = [{"epoch": e, "box": 0.1, "obj": 0.2, "cls": 0.0, "gate": 0.3, "ap50": 0.1 * e, "lr": 0.01} for e in (1, 2)]
-points = [{"latency_ms": 1.0 + i, "ap50": 0.1 * i, "static_exit": None, "imgsz": 64, "t1": 0.5, "t2": 0.5}
+points = [FrontPoint(64, 0.5, 0.5, 0.1 * i, 0.05 * i, 1.0 + i, 1.1 + i, (0.3, 0.3, 0.4), (0.9, 0.9), (0.9, 0.9), 0.05)
           for i in range(3)]
 t = np.linspace(0, 1, 5)
 paths = [plot_history(history, out / "curves.png"),

@@ -140,10 +140,39 @@ def test_library_messages_reach_stderr_while_a_command_runs(capsys) -> None:
     log = logging.getLogger("dh_tune.search.driver")
 
     def body() -> int:
-        log.info("[search] training the base model")
-        log.warning("warning: MLflow logging failed")
+        log.info("training the base model")
+        log.warning("MLflow logging failed")
         return 0
 
     assert run_command(body) == 0
     log.warning("after the command: not on stderr, the command's handler is gone")
     assert capsys.readouterr().err.splitlines() == ["[search] training the base model", "warning: MLflow logging failed"]
+
+
+def test_every_input_size_is_checked_by_one_rule_with_the_flag_named(capsys) -> None:
+    from dh_tune.input_size import check_imgsz, imgsz_problem
+    from dh_tune.messages import InputError
+    from dh_tune.model.__main__ import main as model_main
+
+    assert check_imgsz(64) == 64 and imgsz_problem(416) is None
+    for bad in (0, -32, 100):
+        assert imgsz_problem(bad) == "must be a positive multiple of 32 (the largest stride)"
+    with pytest.raises(InputError, match=r"^--imgsz 100: must be a positive multiple of 32"):
+        check_imgsz(100, "--imgsz", InputError)
+    assert model_main(["--imgsz", "100"]) == 2
+    assert capsys.readouterr().err == "error: --imgsz 100: must be a positive multiple of 32 (the largest stride)\n"
+
+
+def test_log_lines_carry_their_level_and_the_search_its_tag() -> None:
+    import logging
+
+    from dh_tune.messages import LineFormatter
+
+    def line(name: str, level: int, msg: str) -> str:
+        return LineFormatter("%(message)s").format(logging.LogRecord(name, level, __file__, 1, msg, None, None))
+
+    assert line("dh_tune.search.driver", logging.INFO, "training") == "[search] training"
+    assert line("dh_tune.search.summary", logging.WARNING, "MLflow failed") == "warning: MLflow failed"
+    assert line("dh_tune.latency.table_sources", logging.INFO, "measuring") == "measuring"
+    assert line("dh_tune.evaluate", logging.ERROR, "gone") == "error: gone"
+    assert line("dh_tune.searcher", logging.INFO, "x") == "x" and line("dh_tune", logging.INFO, "y") == "y"

@@ -11,10 +11,11 @@ import torch
 from dh_tune.evaluate import latency_check
 from dh_tune.latency.measure import device_info
 from dh_tune.model.checkpoint import file_sha256
+from dh_tune.search.records import FrontPoint
 from dh_tune.threshold_profiles import make_profile, save_profile
 
 CANDIDATE = {"imgsz": 64, "t1": 0.5, "t2": 0.5, "ap50": 0.9, "ap50_95": 0.7, "latency_ms": 5.0, "latency_p90_ms": 6.0,
-             "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "mean_gmacs": 0.05}
+             "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "gate_recall": (1.0, 1.0), "mean_gmacs": 0.05}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def profile(checkpoint: Path, folder: Path, mean_ms: float, p90_ms: float, devic
     name = device or device_info(torch.device("cpu"), 1)["name"]  # the checks below time with 1 thread
     doc = make_profile(device_name=name, table_digest="e" * 64, runtime={"name": "torch", "version": "2"},
                        budget_ms=10, feasible=True, metric="ap50", hyperparameters={}, checkpoint_rel="model.pt",
-                       candidate={**CANDIDATE, "latency_ms": mean_ms, "latency_p90_ms": p90_ms},
+                       candidate=FrontPoint.from_dict({**CANDIDATE, "latency_ms": mean_ms, "latency_p90_ms": p90_ms}),
                        checkpoint_sha256=file_sha256(checkpoint), model={"scale": [0.33, 0.25], "nc": 2})
     doc["device"]["table_created_at"] = "2025-01-02T03:04:05+00:00"
     return save_profile(doc, folder / "budget-10ms.json")
@@ -72,3 +73,18 @@ def test_a_profile_for_another_device_is_checked_and_says_so(checkpoint, tmp_pat
     check = latency_check.check_latency(path, threads=1, repeats=5, max_seconds=1.0)
     assert not check.same_device and check.profile_device == "Jetson Orin (6 threads)"
     assert "NOT the device it was made for (Jetson Orin (6 threads))" in latency_check.format_latency_check(check)
+
+
+def test_the_timing_frame_is_the_first_readable_of_a_splits_first_images(tmp_path) -> None:
+    import cv2
+    import numpy as np
+
+    from dh_tune.latency.frame import TIMING_CANDIDATES, timing_frame
+
+    damaged = [tmp_path / f"{i:02d}.jpg" for i in range(TIMING_CANDIDATES + 1)]
+    for f in damaged:
+        f.write_bytes(b"not an image")
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((8, 12, 3), np.uint8))
+    assert timing_frame([*damaged[:3], good])[1] == good
+    assert timing_frame([*damaged, good]) is None  # past the candidates: timed on noise

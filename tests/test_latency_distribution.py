@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from latency_docs import part, table_document
 
 from dh_tune.latency import (
     BUDGET_STATS,
@@ -21,16 +22,11 @@ BOTH = (0.5, 0.5)  # both gates computed: exit k runs EXIT_PARTS[k - 1]
 
 
 def table_of(times: dict[str, tuple[float, ...]], name: str = "Sim CPU") -> LatencyTable:
-    """A parts-only table from (min, median, p90[, p99]) ms per part."""
-    parts = {}
-    for p, t in times.items():
-        parts[p] = {"min_ms": t[0], "median_ms": t[1], "p90_ms": t[2], "repeats": 100}
-        if len(t) > 3:
-            parts[p]["p99_ms"] = t[3]
-    return LatencyTable.from_dict({
-        "schema_version": 1, "device": {"name": name, "kind": "cpu", "threads": 1, "torch": "2.13.0"},
-        "model": {"scale": "n", "nc": 1, "imgsz": 96, "batch": 1, "checkpoint_sha256": None},
-        "parts": parts, "created_at": "2025-01-02T03:04:05+00:00"})
+    """A parts-only table from (min, median, p90, p99) ms per part."""
+    parts = {p: part(t[1], t[2], 100, low=t[0], p99=t[3]) for p, t in times.items()}
+    return LatencyTable.from_dict(table_document(
+        {"name": name, "kind": "cpu", "threads": 1, "torch": "2.13.0"},
+        {"scale": "n", "nc": 1, "imgsz": 96, "batch": 1, "checkpoint_sha256": None}, parts))
 
 
 STEADY = {p: (1.0, 1.0, 1.0, 1.0) for p in PARTS}  # every run of every part takes exactly 1 ms
@@ -123,13 +119,11 @@ def test_p90_agrees_with_a_monte_carlo_of_the_frames(shares) -> None:
     assert abs(new / true90 - 1) < abs(old / true90 - 1)
 
 
-def test_p99_is_refused_from_a_table_without_it() -> None:
-    t = table_of({p: (1.0, 2.0, 3.0) for p in PARTS}, name="Old CPU (2 threads)")
+def test_predicted_latency_is_one_statistic_of_latency_stats() -> None:
+    t = table_of({p: (1.0, 2.0, 3.0, 4.0) for p in PARTS})
     stats = latency_stats([0.2, 0.3, 0.5], t, BOTH)
-    assert np.isnan(stats["p99"]) and np.isfinite(stats["p90"]) and np.isfinite(stats["mean"])
-    assert predicted_latency([0.2, 0.3, 0.5], t, BOTH, "p90") == stats["p90"]
-    with pytest.raises(LatencyTableError, match=r"Old CPU \(2 threads\) has no p99 times.*re-measure the device"):
-        predicted_latency([0.2, 0.3, 0.5], t, BOTH, "p99")
+    for stat in BUDGET_STATS:
+        assert predicted_latency([0.2, 0.3, 0.5], t, BOTH, stat) == stats[stat]
     with pytest.raises(ValueError, match="stat must be one of"):
         predicted_latency([0.2, 0.3, 0.5], t, BOTH, "p95")
 
@@ -147,15 +141,12 @@ def test_shares_and_the_mean_of_expected_latency() -> None:
             latency_stats(bad, t, BOTH)
 
 
-def test_p99_round_trips_and_is_left_out_when_absent(tmp_path) -> None:
+def test_p99_round_trips(tmp_path) -> None:
     with_p99 = table_of({**STEADY, "stage2": (2.0, 3.0, 5.0, 9.0)})
-    without = table_of({p: (1.0, 2.0, 3.0) for p in PARTS})
-    for t in (with_p99, without):
-        t.save(tmp_path / "t.json")
-        again = LatencyTable.load(tmp_path / "t.json")
-        assert again == t and again.digest() == t.digest() and again.to_dict() == t.to_dict()
+    with_p99.save(tmp_path / "t.json")
+    again = LatencyTable.load(tmp_path / "t.json")
+    assert again == with_p99 and again.digest() == with_p99.digest() and again.to_dict() == with_p99.to_dict()
     assert with_p99.to_dict()["parts"]["stage2"]["p99_ms"] == 9.0
-    assert all("p99_ms" not in p for p in without.to_dict()["parts"].values())
     doc = with_p99.to_dict()
     doc["parts"]["stage2"]["p99_ms"] = 4.0
     with pytest.raises(LatencyTableError, match=r"parts/stage2: p99_ms is below p90_ms"):

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from latency_docs import part, table_document
 
 from dh_tune.export.graphs import plan
 from dh_tune.gating import GRAPH_KEYS, deepest_head, graph_key, plan_graphs
 from dh_tune.latency import PARTS, LatencyTable, LatencyTableError, expected_latency
+from dh_tune.messages import LineFormatter
 
 TIMES = {  # median, p90 in ms
     "preprocess": (1.0, 1.5), "stage1": (4.0, 5.0), "gate1": (0.25, 0.5), "stage2": (3.0, 3.5),
@@ -18,15 +20,12 @@ TIMES = {  # median, p90 in ms
 
 
 def document() -> dict:
-    return {
-        "schema_version": 1,
-        "device": {"name": "Test CPU x2", "kind": "cpu", "threads": 2, "torch": "2.13.0",
-                   "cpu_model": "Test CPU", "numa_nodes": 1},
-        "model": {"scale": "n", "nc": 3, "imgsz": 416, "batch": 1, "checkpoint_sha256": "0f" * 32},
-        "parts": {p: {"median_ms": m, "p90_ms": q, "repeats": 50} for p, (m, q) in TIMES.items()},
-        "measurement": {"warmup": 10, "interleaved": True},
-        "created_at": "2025-01-02T03:04:05+00:00",
-    }
+    return table_document(
+        {"name": "Test CPU x2", "kind": "cpu", "threads": 2, "torch": "2.13.0", "cpu_model": "Test CPU",
+         "numa_nodes": 1},
+        {"scale": "n", "nc": 3, "imgsz": 416, "batch": 1, "checkpoint_sha256": "0f" * 32},
+        {p: part(m, q) for p, (m, q) in TIMES.items()},
+        measurement={"warmup": 10, "interleaved": True})
 
 
 def write(tmp_path, doc, name="table.json") -> str:
@@ -61,8 +60,11 @@ def test_exit_costs_add_the_parts_each_exit_runs():
     np.testing.assert_allclose(table.exit_cost_ms("p90"), [8.0, 11.75, 14.5])
     with pytest.raises(ValueError, match="statistic"):
         table.exit_cost_ms("mean")
-    with pytest.raises(LatencyTableError, match="Test CPU x2 has no p99 times .*re-measure the device"):
-        table.exit_cost_ms("p99")  # recorded since; this table predates it
+    np.testing.assert_allclose(table.exit_cost_ms("p99"), [8.0, 11.75, 14.5])  # p99 at the p90 here
+    doc = document()
+    del doc["parts"]["stage1"]["p99_ms"]
+    with pytest.raises(LatencyTableError, match="parts/stage1.*'p99_ms' is a required property"):
+        LatencyTable.from_dict(doc, "t.json")
 
 
 def test_expected_latency_mean_and_p90():
@@ -123,7 +125,7 @@ def with_graphs(doc: dict) -> dict:
         parts = [f"stage{s}" for s in spec.stages] + ([f"gate{spec.gate}"] if spec.gate else [])
         carried = len([o for o in spec.outputs if not o.endswith(("_map", "_score"))])
         m = sum(TIMES[p][0] for p in parts) - 1.0 + 0.5 * carried
-        out["graphs"][key] = {"median_ms": m, "p90_ms": m + 1, "repeats": 50}
+        out["graphs"][key] = part(m, m + 1, 50)
     return out
 
 
@@ -214,12 +216,12 @@ def test_scale_may_be_explicit_multiples_and_checkpoint_unknown():
 def test_an_early_exit_is_charged_its_own_decode_and_nms(tmp_path):
     """Decode and NMS of an image that left after head 1 or 2 see only the maps of the heads that ran."""
     doc = with_graphs(document())
-    doc["exit_nms"] = {"1": {"median_ms": 0.125, "p90_ms": 0.25, "repeats": 50},
-                       "2": {"median_ms": 0.375, "p90_ms": 0.5, "repeats": 50}}
+    doc["exit_nms"] = {"1": part(0.125, 0.25, 50),
+                       "2": part(0.375, 0.5, 50)}
     for d in (doc, {k: v for k, v in doc.items() if k != "graphs"}):
         table = LatencyTable.load(write(tmp_path, d))
         assert table.to_dict() == d
-        without = LatencyTable.from_dict({k: v for k, v in d.items() if k != "exit_nms"})
+        without = LatencyTable.from_dict({**d, "exit_nms": {"1": d["parts"]["nms"], "2": d["parts"]["nms"]}})
         for t in CORNERS:
             np.testing.assert_allclose(table.exit_cost_ms("median", t),
                                        without.exit_cost_ms("median", t) - (0.5 - np.array([0.125, 0.375, 0.5])))
@@ -231,7 +233,7 @@ def test_an_early_exit_is_charged_its_own_decode_and_nms(tmp_path):
 
 def test_reading_the_frame_from_its_file_is_charged_to_every_exit(tmp_path):
     """A deployment reads each frame before pre-processing it, whichever head it leaves after."""
-    read = {"median_ms": 0.25, "p90_ms": 0.375, "repeats": 50}
+    read = part(0.25, 0.375, 50)
     for doc in (document(), with_graphs(document())):
         reading = copy.deepcopy(doc)
         reading["parts"]["read"] = read
@@ -241,7 +243,7 @@ def test_reading_the_frame_from_its_file_is_charged_to_every_exit(tmp_path):
             for stat in ("median", "p90"):
                 np.testing.assert_allclose(table.exit_cost_ms(stat, t),
                                            without.exit_cost_ms(stat, t) + read[f"{stat}_ms"])
-    reading["parts"]["read"] = {"median_ms": -1.0, "p90_ms": 0.5, "repeats": 5}
+    reading["parts"]["read"] = part(-1.0, 0.5, 5)
     with pytest.raises(LatencyTableError, match="parts/read"):
         LatencyTable.from_dict(reading, "t.json")
 
@@ -265,7 +267,7 @@ def test_cached_tables_are_kept_apart_by_whether_and_what_they_read(tmp_path):
     """A table that priced reading a PNG is not reused for frames stored as JPEG, nor for pixels without a file."""
     import cv2
 
-    from dh_tune.latency.device_tables import local_latency_tables
+    from dh_tune.latency.table_sources import local_latency_tables
     from dh_tune.model import DHNet
 
     frame = np.random.default_rng(0).integers(0, 255, (120, 200, 3), dtype=np.uint8)
@@ -350,7 +352,7 @@ def test_a_table_records_its_unstable_parts_through_a_save_and_load(monkeypatch,
     with caplog.at_level("WARNING", logger="dh_tune.latency.measure"):
         table = measure.latency_table(DHNet((0.33, 0.25), nc=2), 96, repeats=20, warmup=2, max_seconds=1e9)
     device = measure.device_info(torch.device("cpu"), torch.get_num_threads())["name"]
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [LineFormatter().format(r) for r in caplog.records] == [
         f"warning: timings of stage3 on {device} stayed spread out after 3 attempts (a busy machine?); the table "
         "marks them unstable"]
     table.save(tmp_path / "t.json")

@@ -14,16 +14,17 @@ import dh_tune
 PACKAGE = Path(dh_tune.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
-    # foundations: no dh_tune import outside this layer
-    ("dh_tune", "dh_tune.messages", "dh_tune.fsio", "dh_tune.yamlfile", "dh_tune.resources", "dh_tune.gating",
-     "dh_tune.model", "dh_tune.paper"),
-    # inputs, settings and the services every job uses; dhnet_runtime is the torch-free module a bundle ships,
-    # which the runtime registry reads its format table from
+    # foundations: no dh_tune import outside this layer; dhnet_runtime is the torch-free module a bundle ships
+    # (it imports no dh_tune module), whose pre-processing, decode and NMS the model's and data's torch paths
+    # call and whose format table the runtime registry reads
+    ("dh_tune", "dh_tune.commands", "dh_tune.messages", "dh_tune.fsio", "dh_tune.yamlfile", "dh_tune.resources",
+     "dh_tune.gating", "dh_tune.input_size", "dh_tune.export.dhnet_runtime", "dh_tune.model", "dh_tune.paper"),
+    # inputs, settings and the services every job uses
     ("dh_tune.data", "dh_tune.loss", "dh_tune.pipeline", "dh_tune.tracking", "dh_tune.ray_setup",
-     "dh_tune.threshold_profiles", "dh_tune.runtimes", "dh_tune.export.dhnet_runtime", "dh_tune.import_yolov5"),
+     "dh_tune.threshold_profiles", "dh_tune.runtimes", "dh_tune.import_yolov5"),
     # inference: deployment graphs and bundles, the predictor and its CLI
     ("dh_tune.export", "dh_tune.predict", "dh_tune.detect"),
-    # device timing
+    # device timing (profile_device: the former name of `python -m dh_tune.latency`)
     ("dh_tune.latency", "dh_tune.profile_device"),
     # scoring trained models
     ("dh_tune.evaluate",),

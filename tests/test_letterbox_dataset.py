@@ -17,7 +17,7 @@ from dh_tune.data import (
     letterbox_info,
     load_dataset,
 )
-from dh_tune.pipeline import AugmentSettings
+from dh_tune.pipeline import AugmentConfig
 
 
 @pytest.mark.parametrize("shape", [(48, 64), (64, 48), (100, 37), (300, 300), (20, 700)])
@@ -73,7 +73,7 @@ def test_augmented_targets_stay_inside_and_follow_the_pixels(tmp_path, data_make
     record = ImageRecord(path, 64, 64, [[16, 16, 32, 32]], [0])
     torch.manual_seed(0)
     for mosaic in (False, True):
-        hyp = AugmentSettings(hsv_h=0, hsv_s=0, hsv_v=0, fliplr=0.5, scale=0.3, translate=0.1, mosaic=mosaic)
+        hyp = AugmentConfig(hsv_h=0, hsv_s=0, hsv_v=0, fliplr=0.5, scale=0.3, translate=0.1, mosaic=mosaic)
         data = DetectionDataset([record] * 4, 64, augment=True, hyp=hyp)
         for _ in range(10):
             image, targets, _ = data[0]

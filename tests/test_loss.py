@@ -8,7 +8,7 @@ import torch
 
 from dh_tune.loss import DHLoss, LevelTargets, bbox_ciou, build_targets, gate_loss
 from dh_tune.model.config import DEFAULT_ANCHORS_PX, STRIDES
-from dh_tune.pipeline import LossSettings
+from dh_tune.pipeline import LossConfig
 
 IMGSZ = 64
 ANCHORS = torch.tensor(DEFAULT_ANCHORS_PX, dtype=torch.float32)
@@ -146,7 +146,7 @@ def _obj_targets_from_gradient(loss: DHLoss, maps: list[torch.Tensor], batch: in
 
 def test_perfect_box_gives_zero_box_loss_and_unit_objectness_target() -> None:
     nc = 2
-    loss = DHLoss(nc, ANCHORS, STRIDES, IMGSZ, LossSettings())
+    loss = DHLoss(nc, ANCHORS, STRIDES, IMGSZ, LossConfig())
     levels = build_targets(TARGETS, ANCHORS, STRIDES, _grids(), 4.0)
     assert all(len(t) for t in levels)
     maps = _perfect_maps(nc, levels)
@@ -162,7 +162,7 @@ def test_perfect_box_gives_zero_box_loss_and_unit_objectness_target() -> None:
 
 def test_objectness_target_is_clamped_ciou_of_imperfect_box() -> None:
     nc = 2
-    loss = DHLoss(nc, ANCHORS, STRIDES, IMGSZ, LossSettings())
+    loss = DHLoss(nc, ANCHORS, STRIDES, IMGSZ, LossConfig())
     levels = build_targets(TARGETS, ANCHORS, STRIDES, _grids(), 4.0)
     maps = _zero_maps(2, nc, requires_grad=True)  # every matched cell predicts (0.5, 0.5, anchor)
     total, items = loss(maps, torch.zeros(2, 2), TARGETS, torch.zeros(2, 2))
@@ -177,7 +177,7 @@ def test_objectness_target_is_clamped_ciou_of_imperfect_box() -> None:
 
 
 def test_empty_targets_give_only_objectness_loss() -> None:
-    cfg = LossSettings()
+    cfg = LossConfig()
     loss = DHLoss(3, ANCHORS, STRIDES, IMGSZ, cfg)
     maps = _zero_maps(2, 3, requires_grad=True)
     gate_logits = torch.tensor([[0.5, -0.5], [1.0, 2.0]])
@@ -196,7 +196,7 @@ def test_empty_targets_give_only_objectness_loss() -> None:
 
 def test_total_is_eq15_times_batch_and_items_add_up() -> None:
     torch.manual_seed(0)
-    cfg = LossSettings(gate_lambda=0.7)
+    cfg = LossConfig(gate_lambda=0.7)
     loss = DHLoss(2, ANCHORS, STRIDES, IMGSZ, cfg)
     maps = [torch.randn(2, 21, IMGSZ // s, IMGSZ // s) for s in STRIDES]
     total, items = loss(maps, torch.randn(2, 2), TARGETS, torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
@@ -240,9 +240,9 @@ def test_bad_shapes_are_rejected() -> None:
     with pytest.raises(ValueError, match="targets"):
         loss(_zero_maps(2, 2), torch.zeros(2, 2), torch.zeros(3, 5), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="anchor_t"):
-        LossSettings(anchor_t=1.0)
+        LossConfig(anchor_t=1.0)
     for bad in ({"box": -0.1}, {"gate_lambda": -1.0}, {"lambda_pos": (0.0, 2.0)}):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            LossSettings(**bad)
+            LossConfig(**bad)
     with pytest.raises(ValueError, match="2 balance weights for 3 levels"):
         DHLoss(2, ANCHORS, STRIDES, IMGSZ, balance=(4.0, 1.0))

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from dh_tune.evaluate.__main__ import main as evaluate_main
-from dh_tune.evaluate.profile_table import compare_profiles, profile_metrics, write_comparison
+from dh_tune.evaluate.profile_comparison import compare_profiles, profile_metrics, write_comparison
+from dh_tune.search.records import FrontPoint
 from dh_tune.threshold_profiles import load_profile, make_profile, save_profile
 
 TORCH = {"name": "torch", "version": "2.13.0"}
 SEEN = {"imgsz": 64, "t1": 0.5, "t2": 0.5, "ap50": 0.62, "ap50_95": 0.40, "latency_ms": 5.0, "latency_p90_ms": 6.0,
-        "latency_p99_ms": 7.0, "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (0.9, 0.8), "mean_gmacs": 0.05}
+        "latency_p99_ms": 7.0, "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (0.9, 0.8), "gate_recall": (0.7, 0.6),
+        "mean_gmacs": 0.05}
 HOLDOUT = {"source": "the 'val' split divided", "seed": 0, "test_fraction": 0.5, "calibration_images": 150,
            "test_images": 150, "calibration_sha256": "a" * 64, "test_sha256": "b" * 64,
            "calibration_indices": [0, 2], "test_indices": [1, 3]}
@@ -22,7 +24,7 @@ def _profile(folder: Path, name: str, ap50: float, ci: tuple[float, float], devi
     test = {"ap50": ap50, "ap50_95": ap50 / 2, "latency_ms": 5.2, "latency_p90_ms": 6.3, "latency_p99_ms": 7.1,
             "exit_shares": [0.28, 0.32, 0.40]}
     doc = make_profile(device_name=device, table_digest="e" * 64, runtime=TORCH, budget_ms=10, feasible=True,
-                       candidate={**SEEN, "test": test}, metric="ap50", hyperparameters={}, checkpoint_rel="m.pt",
+                       candidate=FrontPoint.from_dict({**SEEN, "test": test}), metric="ap50", hyperparameters={}, checkpoint_rel="m.pt",
                        checkpoint_sha256="c" * 64, model={"scale": [0.33, 0.25], "nc": 2}, holdout=HOLDOUT,
                        table_created_at="2026-11-26T10:00:00+00:00",
                        confidence={"budget_stat": "p90", "select": "best", "indistinguishable": 3, "compared_with": 7,
@@ -47,7 +49,7 @@ def test_a_profile_promises_the_test_numbers_and_keeps_the_calibration_ones(tmp_
 
 def test_without_held_out_numbers_the_profile_reports_what_it_was_chosen_on(tmp_path: Path) -> None:
     doc = make_profile(device_name="Test CPU", table_digest="e" * 64, runtime=TORCH, budget_ms=10, feasible=True,
-                       candidate=SEEN, metric="ap50", hyperparameters={}, checkpoint_rel="m.pt",
+                       candidate=FrontPoint.from_dict(SEEN), metric="ap50", hyperparameters={}, checkpoint_rel="m.pt",
                        checkpoint_sha256="c" * 64, model={"scale": [0.33, 0.25], "nc": 2})
     assert doc["expected"]["ap50"] == 0.62 and "selection" not in doc and "intervals" not in doc
 

@@ -19,15 +19,17 @@ import pytest
 from dh_tune.detect import main as detect_main
 from dh_tune.export.dhnet_runtime import DeploymentError
 from dh_tune.export.dhnet_runtime import file_sha256 as bundle_sha256
-from dh_tune.messages import loads_finite
+from dh_tune.messages import LineFormatter, loads_finite
 from dh_tune.model.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from dh_tune.predict import Predictor
 from dh_tune.search.export import export_profile
+from dh_tune.search.records import BudgetResult, FrontPoint, TrialResult, TrialStatus
 from dh_tune.threshold_profiles import ProfileError, load_profile, make_profile, save_profile
 
 TORCH = {"name": "torch", "version": "2.13.0"}
 CANDIDATE = {"imgsz": 64, "t1": 0.5, "t2": 0.5, "ap50": 0.9, "ap50_95": 0.7, "latency_ms": 5.0, "latency_p90_ms": 6.0,
-             "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "mean_gmacs": 0.05, "trial_id": 0}
+             "exit_shares": (0.3, 0.3, 0.4), "gate_accuracy": (1.0, 1.0), "gate_recall": (1.0, 1.0), "mean_gmacs": 0.05,
+             "trial_id": 0}
 NEVER_HANG = pytest.mark.timeout(60, func_only=True)
 
 
@@ -53,7 +55,7 @@ def _profile(checkpoint: Path, folder: Path, rel: str = "model.pt", *, copy: boo
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(checkpoint, folder / rel)
     doc = make_profile(device_name="Test CPU", table_digest="e" * 64, runtime=TORCH, budget_ms=10, feasible=feasible,
-                       candidate={**CANDIDATE, "gate_accuracy": gate_accuracy}, metric="ap50", hyperparameters={},
+                       candidate=FrontPoint.from_dict({**CANDIDATE, "gate_accuracy": gate_accuracy}), metric="ap50", hyperparameters={},
                        checkpoint_rel=rel, checkpoint_sha256=file_sha256(checkpoint),
                        model={"scale": [0.33, 0.25], "nc": 2})
     return save_profile(doc, folder / "budget-10ms.json")
@@ -143,8 +145,9 @@ def test_a_profile_checkpoint_stays_inside_the_profile_folder(checkpoint, image,
     assert Predictor.from_profile(absolute, tmp_path / "model.pt").imgsz == 64
     table = SimpleNamespace(device_name="Test CPU", runtime=TORCH, digest=lambda: "e" * 64,
                             created_at="2026-11-26T10:00:00+00:00")
-    searched = export_profile(tmp_path / "search", budget_ms=10, feasible=True, reason="fits", candidate=CANDIDATE,
-                              trial={"checkpoint": str(checkpoint), "trial_id": 0}, metric="ap50", table=table)
+    trial = TrialResult("0", {}, TrialStatus.FINISHED, checkpoint=str(checkpoint))
+    chosen = BudgetResult(10, True, "fits", FrontPoint.from_dict(CANDIDATE), trial)
+    searched = export_profile(tmp_path / "search", chosen, metric="ap50", table=table)
     assert load_profile(searched.path).checkpoint_path().parent == searched.path.parent / "checkpoints"
     assert Predictor.from_profile(searched.path).thresholds == (0.5, 0.5)
 
@@ -165,7 +168,7 @@ def test_infeasible_profiles_run_only_when_allowed(checkpoint, image, tmp_path, 
         Predictor.from_profile(profile)
     caplog.clear()
     assert Predictor.from_profile(profile, allow_infeasible=True).imgsz == 64
-    assert [r.getMessage() for r in caplog.records] == [
+    assert [LineFormatter().format(r) for r in caplog.records] == [
         f"warning: {profile}: infeasible, no configuration meets its budget of 10 ms; running it anyway"]
     # An exported folder carries its profile: refused before its graphs are opened.
     exported = tmp_path / "exported"

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from latency_docs import part, table_document
 
 from dh_tune.latency import LatencyTable, expected_latency
 from dh_tune.search.inner import DeploymentSpace, front_of, inner_search
+from dh_tune.search.records import FrontPoint
 from dh_tune.search.space import SearchSpaceError, load_space, train_overrides
 from dh_tune.threshold_profiles import ProfileError, check_checkpoint, load_profile, make_profile, save_profile
 
@@ -18,14 +20,15 @@ TORCH = {"name": "torch", "version": "2.13.0"}
 
 def _candidate(**kw) -> dict:
     base = {"imgsz": 128, "t1": 0.4, "t2": 0.6, "ap50": 0.5, "ap50_95": 0.3, "latency_ms": 10.0,
-            "latency_p90_ms": 12.0, "exit_shares": (0.2, 0.3, 0.5), "gate_accuracy": (0.9, 0.8), "mean_gmacs": 0.1}
+            "latency_p90_ms": 12.0, "exit_shares": (0.2, 0.3, 0.5), "gate_accuracy": (0.9, 0.8),
+            "gate_recall": (0.7, 0.6), "mean_gmacs": 0.1}
     return {**base, **kw}
 
 
 def _profile(sha: str = "a" * 64) -> dict:
     return make_profile(device_name="Test CPU", table_digest="b" * 64, runtime=TORCH,
                         budget_ms=20, feasible=True,
-                        candidate=_candidate(), metric="ap50_95", hyperparameters={"gate_lambda": 0.2},
+                        candidate=FrontPoint.from_dict(_candidate()), metric="ap50_95", hyperparameters={"gate_lambda": 0.2},
                         checkpoint_rel="checkpoints/x.pt", checkpoint_sha256=sha, model={"scale": [0.33, 0.25], "nc": 3})
 
 
@@ -73,13 +76,10 @@ def test_search_space_file_is_validated(tmp_path: Path) -> None:
 
 def _latency(imgsz: int, scale_ms: float) -> LatencyTable:
     parts = {"preprocess": 0.2, "stage1": 4.0, "gate1": 0.2, "stage2": 1.5, "gate2": 0.2, "stage3": 1.0, "nms": 0.3}
-    return LatencyTable.from_dict({
-        "schema_version": 1,
-        "device": {"name": "Test CPU", "kind": "cpu", "threads": 2, "torch": "2.13.0"},
-        "model": {"scale": "n", "nc": 3, "imgsz": imgsz, "batch": 1, "checkpoint_sha256": None},
-        "parts": {k: {"median_ms": v * scale_ms, "p90_ms": v * scale_ms * 1.2, "repeats": 10} for k, v in parts.items()},
-        "created_at": "2026-01-01T00:00:00+00:00",
-    })
+    return LatencyTable.from_dict(table_document(
+        {"name": "Test CPU", "kind": "cpu", "threads": 2, "torch": "2.13.0"},
+        {"scale": "n", "nc": 3, "imgsz": imgsz, "batch": 1, "checkpoint_sha256": None},
+        {k: part(v * scale_ms, v * scale_ms * 1.2, 10) for k, v in parts.items()}, "2026-01-01T00:00:00+00:00"))
 
 
 def test_inner_search_front_latency_and_hypervolume(exit_tables) -> None:
@@ -112,7 +112,7 @@ def test_chosen_on_calibration_images_reported_on_test_images_budgeted_on_p90(ex
     for c in result.front[:4]:
         held = space.held_out(c)
         assert held.ap50 == c.ap50 and held.test is not None
-        assert held.test["ap50"] == pytest.approx(exit_tables[c.imgsz].subset(test).evaluate(c.t1, c.t2).ap50)
+        assert held.test.ap50 == pytest.approx(exit_tables[c.imgsz].subset(test).evaluate(c.t1, c.t2).ap50)
         assert held.to_dict()["test"]["latency_p90_ms"] > 0
     plain = DeploymentSpace({s: t.subset(cal) for s, t in exit_tables.items()}, latency)
     assert plain.held_out(result.front[0]).test is None  # no test images: nothing to report on

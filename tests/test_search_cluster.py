@@ -2,6 +2,8 @@
 stopping (per-epoch Tune results, how a trial ended, what Optuna records of a stopped trial)."""
 from __future__ import annotations
 
+import json
+
 import optuna
 import pytest
 
@@ -9,6 +11,7 @@ from dh_tune.pipeline import Pipeline
 from dh_tune.ray_setup import ResourceError
 from dh_tune.search.cluster import NodeResources, TrialShape, cluster_capacity, fits, plan_concurrency, trial_shape
 from dh_tune.search.early_stop import asha_scheduler, epoch_result, last_values, optuna_search_class, trial_outcome
+from dh_tune.search.records import TrialResult, TrialStatus
 from dh_tune.search.space import Dimension, SearchSpaceError, check_points
 from dh_tune.search.trial_docs import most_at_once
 
@@ -98,11 +101,14 @@ def test_optuna_records_a_stopped_trial_as_pruned_with_its_last_values_and_a_fai
     assert c.state.name == "COMPLETE" and c.values == [0.5, 3.0]
 
 
+def _ran(started: float, ended: float | None = None) -> TrialResult:
+    return TrialResult("t", {}, TrialStatus.FINISHED, started=started, ended=ended)
+
+
 def test_most_at_once_counts_overlapping_trials() -> None:
-    docs = [{"started": 0, "ended": 10}, {"started": 2, "ended": 5}, {"started": 4, "ended": 12},
-            {"started": 10, "ended": 11}, {"started": 3}]  # the last never ended: not counted
+    docs = [_ran(0, 10), _ran(2, 5), _ran(4, 12), _ran(10, 11), _ran(3)]  # the last never ended: not counted
     assert most_at_once(docs) == 3
-    assert most_at_once([{"started": 0, "ended": 1}, {"started": 1, "ended": 2}]) == 1  # one after the other
+    assert most_at_once([_ran(0, 1), _ran(1, 2)]) == 1  # one after the other
 
 
 def test_first_points_must_name_every_dimension_inside_its_range() -> None:
@@ -121,19 +127,19 @@ def test_a_trial_lost_for_good_or_stopped_is_recorded_only_while_it_still_says_r
     from dh_tune.search.trial_docs import read_result, write_result
 
     for trial_id, status in (("a", "running"), ("b", "finished"), ("c", "running"), ("d", "failed")):
-        write_result(tmp_path / "trials" / trial_id, {"trial_id": trial_id, "params": {}, "status": status,
-                                                      "error": "ActorDiedError: stopped"})
+        write_result(tmp_path / "trials" / trial_id, TrialResult.from_dict(
+            {"trial_id": trial_id, "params": {}, "status": status, "error": "ActorDiedError: stopped"}))
     stop = {"epoch": 9, "front_hv": 0.0, "ap": 0.0, "latency_ms": 4.0, "final": 0.0}
     record_lost(tmp_path, "a", "the trial failed 3 time(s), the last: NodeDiedError")
     record_lost(tmp_path, "b", "late news")
     record_stopped(tmp_path, "b", stop, None)
     record_stopped(tmp_path, "c", stop, None)
     record_stopped(tmp_path, "d", stop, None)  # it recorded itself failed as the stop reached it
-    a, b, c, d = (read_result(tmp_path / "trials" / t) for t in "abcd")
+    a, b, c, d = (json.loads((tmp_path / "trials" / t / "result.json").read_text()) for t in "abcd")
     assert a["status"] == "failed" and "NodeDiedError" in a["error"] and a["ended"] > 0
     assert b["status"] == "finished" and b["error"] != "late news"  # a trial that recorded its own end keeps it
     assert c["status"] == "pruned" and c["stopped_epoch"] == 9 and c["last"]["last_latency_ms"] == 4.0
     assert d["status"] == "pruned" and "error" not in d
     ended = c["ended"]
     record_stopped(tmp_path, "c", stop, None)  # recorded again once the processes are gone: unchanged
-    assert read_result(tmp_path / "trials" / "c") == {**c, "ended": ended}
+    assert read_result(tmp_path / "trials" / "c").to_dict() == {**c, "ended": ended}

@@ -22,7 +22,7 @@ import yaml
 
 from dh_tune.runtimes import fastest_installed
 from dh_tune.search.__main__ import main as search_main
-from dh_tune.search.outer import PAPER_POINT
+from dh_tune.search.space import PAPER_POINT
 from dh_tune.search.trial_docs import same_point
 from dh_tune.threshold_profiles import load_profile
 
@@ -109,7 +109,7 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     monkeypatch.setenv("DH_TUNE_HOME", str(tmp_path / "home"))
     pipeline = write_pipeline(tiny_dataset, trial_epochs=3, early_stop={"scheduler": "none"})
     out, uri = tmp_path / "search", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["--budget-ms", "3", "--budget-ms", "60", "--pipeline", str(pipeline), "--out", str(out),
+    args = ["--budget-ms", "6", "--budget-ms", "60", "--pipeline", str(pipeline), "--out", str(out),
             "--tracking-uri", uri]
     env = {**os.environ, "MPLBACKEND": "Agg",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -142,7 +142,7 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     assert states.count("COMPLETE") == 2 and "RUNNING" not in states and "WAITING" not in states
     (device_dir,) = (out / "profiles").iterdir()
     index = json.loads((device_dir / "index.json").read_text())
-    assert [b["budget_ms"] for b in index["budgets"]] == [3.0, 60.0]
+    assert [b["budget_ms"] for b in index["budgets"]] == [6.0, 60.0]
     for b in index["budgets"]:
         prof = load_profile(device_dir / b["file"])
         assert prof.runtime == fastest_installed() != "torch"  # timed in the fastest installed runtime by default
@@ -182,7 +182,7 @@ def test_search_killed_in_a_trial_resumes_exports_profiles_logs_mlflow_and_repai
     assert roles.count("static") == 6  # 2 sizes x (P3, P3+P4, all heads) of the static YOLOv5
     parent = next(r for r in runs if r.data.tags.get("search_role") == "parent")
     profiles = client.search_runs([exp.experiment_id], filter_string="tags.pareto = 'true'")
-    assert sorted(float(r.data.tags["budget_ms"]) for r in profiles) == [3.0, 60.0]
+    assert sorted(float(r.data.tags["budget_ms"]) for r in profiles) == [6.0, 60.0]
     for r in profiles:
         assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.data.tags["device"]
         assert r.data.tags["runtime"] == fastest_installed()

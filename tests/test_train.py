@@ -12,7 +12,7 @@ from train_hooks import InjectedFailure
 from dh_tune.data.synth import generate
 from dh_tune.model.checkpoint import checkpoint_eps, checkpoint_imgsz, checkpoint_val_split, load_checkpoint
 from dh_tune.pipeline import Pipeline, PipelineError, load_pipeline
-from dh_tune.train.run import run_training
+from dh_tune.train.run import TrainOptions, run_training
 from dh_tune.train.schedule import cosine_factor
 
 
@@ -70,13 +70,13 @@ def test_pipeline_errors_name_the_bad_key(tmp_path: Path) -> None:
 def test_resume_continues_a_stopped_run_to_the_same_result(tiny_data: str, tiny_pipeline, epoch_hooks,
                                                             tmp_path: Path) -> None:
     p = tiny_pipeline(tiny_data)
-    straight = run_training(p, run_dir=tmp_path / "straight", use_ray=False, track=False)
+    straight = run_training(p, TrainOptions(run_dir=tmp_path / "straight", use_ray=False, track=False))
     epoch_hooks("crash_once_after_first_epoch")
     with pytest.raises(InjectedFailure):
-        run_training(p, run_dir=tmp_path / "stopped", use_ray=False, track=False)
+        run_training(p, TrainOptions(run_dir=tmp_path / "stopped", use_ray=False, track=False))
     assert load_checkpoint(tmp_path / "stopped" / "weights" / "last.pt")["epoch"] == 0
     epoch_hooks()
-    resumed = run_training(p, resume=tmp_path / "stopped", use_ray=False, track=False)
+    resumed = run_training(p, TrainOptions(resume=tmp_path / "stopped", use_ray=False, track=False))
     ckpt = load_checkpoint(resumed.last)
     assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 2
     assert (checkpoint_imgsz(ckpt), checkpoint_eps(ckpt), checkpoint_val_split(ckpt)) == (
@@ -92,7 +92,7 @@ def test_ray_train_two_workers_stay_in_sync_and_log_to_mlflow(tiny_data: str, ti
     epoch_hooks("write_rank_checksum")
     p = tiny_pipeline(tiny_data, epochs=1).with_overrides(ray={"workers": 2, "cpus_per_worker": 1})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    outcome = run_training(p, run_dir=tmp_path / "ddp", tracking_uri=uri)
+    outcome = run_training(p, TrainOptions(run_dir=tmp_path / "ddp", tracking_uri=uri))
     ranks = [json.loads((tmp_path / "ddp" / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["sha256"] == ranks[1]["sha256"] and ranks[0]["epoch"] == 1
     ckpt = torch.load(outcome.last, map_location="cpu", weights_only=True)
@@ -110,7 +110,7 @@ def test_injected_worker_failure_recovers_from_checkpoint(tiny_data: str, tiny_p
                                                            tmp_path: Path) -> None:
     epoch_hooks("crash_once_after_first_epoch")
     p = tiny_pipeline(tiny_data, epochs=2).with_overrides(ray={"max_failures": 1})
-    outcome = run_training(p, run_dir=tmp_path / "crash", track=False)
+    outcome = run_training(p, TrainOptions(run_dir=tmp_path / "crash", track=False))
     assert (tmp_path / "crash" / ".failure-injected-0").exists()
     ckpt = load_checkpoint(outcome.last)
     assert ckpt["epoch"] == 1
@@ -134,7 +134,7 @@ class _CountingScorer:
 def test_an_epoch_scorer_adds_its_numbers_to_the_epochs_it_names(tiny_data: str, tiny_pipeline, tmp_path: Path) -> None:
     p = tiny_pipeline(tiny_data, epochs=3, lr_scale=0.0)
     scorer = _CountingScorer()
-    outcome = run_training(p, run_dir=tmp_path / "run", use_ray=False, track=False, epoch_scorer=scorer)
+    outcome = run_training(p, TrainOptions(run_dir=tmp_path / "run", use_ray=False, track=False, epoch_scorer=scorer))
     history = load_checkpoint(outcome.last)["history"]
     assert [h.get("front_hv") for h in history] == [None, 1.0, 2.0]  # epochs 2 and 3 (the last)
     assert len(set(scorer.seen)) == 1 and scorer.seen[0] > 0

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..input_size import check_imgsz
 from ..messages import command_prog, finite_float, run_command
 from .images import read_image
-from .letterbox import check_imgsz
 from .loader import FORMATS, load_dataset
 from .problems import summarize_problems, write_problems
 from .records import DataError, Dataset, Problem
@@ -30,15 +30,12 @@ REPORT_NAME = "data_problems.tsv"
 
 
 def _imgsz(text: str) -> int:
-    """argparse type: an image size that is a positive multiple of 32."""
+    """argparse type: a network input size (`check_imgsz`)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid image size {text!r}") from None
-    try:
-        return check_imgsz(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    return check_imgsz(value, error=argparse.ArgumentTypeError)
 
 
 def _dataset_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Training augmentation in network-input pixels: HSV jitter, flips, scale/translate, mosaic.
 
-Strengths come from the pipeline's `train.augment` (AugmentSettings). Boxes move with the pixels, so gate labels computed
+Strengths come from the pipeline's `train.augment` (AugmentConfig). Boxes move with the pixels, so gate labels computed
 from the augmented targets stay consistent with what the network sees.
 """
 from __future__ import annotations

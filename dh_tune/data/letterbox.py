@@ -1,21 +1,23 @@
 """Square letterbox to the network input size and the exact box mappings both ways.
 
 Training, validation and the gate-label statistics all see objects at the same scale: the image
-is resized keeping its aspect ratio so its longer side is `imgsz`, then padded with grey 114.
+is resized keeping its aspect ratio so its longer side is `imgsz`, then padded with grey 114. The
+pixel work is the deployment module's, so a deployment letterboxes exactly as training did.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
+
+from ..export import dhnet_runtime
+from ..input_size import check_imgsz
 
 if TYPE_CHECKING:  # tensors are handled by duck typing, so torch is not imported here
     import torch
 
-PAD_VALUE = 114
-STRIDE_MULTIPLE = 32
+PAD_VALUE = dhnet_runtime.PAD_VALUE
 
 
 @dataclass(frozen=True)
@@ -27,16 +29,9 @@ class LetterboxInfo:
     pad_y: int
 
 
-def check_imgsz(imgsz: int) -> int:
-    """Return imgsz if it is a positive multiple of 32 (the largest stride), else raise ValueError."""
-    if imgsz <= 0 or imgsz % STRIDE_MULTIPLE:
-        raise ValueError(f"image size {imgsz} must be a positive multiple of {STRIDE_MULTIPLE}")
-    return imgsz
-
-
 def letterbox_scale(width: int, height: int, imgsz: int) -> float:
     """Scale that makes the longer side of a width x height image exactly imgsz."""
-    return imgsz / max(width, height)
+    return dhnet_runtime.fit_size(width, height, imgsz)[0]
 
 
 def resize_to_fit(img: np.ndarray, imgsz: int) -> tuple[np.ndarray, float]:
@@ -44,32 +39,23 @@ def resize_to_fit(img: np.ndarray, imgsz: int) -> tuple[np.ndarray, float]:
 
     Shrinking uses area averaging (small signs survive a 2048 -> 1024 reduction), enlarging is linear.
     """
-    height, width = img.shape[:2]
-    scale = letterbox_scale(width, height, imgsz)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if size != (width, height):
-        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return img, scale
+    return dhnet_runtime.resize_to_fit(img, imgsz)
 
 
 def letterbox_info(width: int, height: int, imgsz: int) -> LetterboxInfo:
     """Placement of a width x height image in the letterbox, without touching its pixels."""
-    scale = letterbox_scale(width, height, imgsz)
-    fitted_w, fitted_h = max(1, round(width * scale)), max(1, round(height * scale))
+    scale, (fitted_w, fitted_h) = dhnet_runtime.fit_size(width, height, imgsz)
     return LetterboxInfo(scale, (imgsz - fitted_w) // 2, (imgsz - fitted_h) // 2)
 
 
 def pad_to_square(img: np.ndarray, imgsz: int, scale: float) -> tuple[np.ndarray, LetterboxInfo]:
     """Centre an already resized image on an imgsz x imgsz canvas of grey 114."""
-    height, width = img.shape[:2]
-    pad_x, pad_y = (imgsz - width) // 2, (imgsz - height) // 2
-    out = np.full((imgsz, imgsz, img.shape[2]), PAD_VALUE, dtype=img.dtype)
-    out[pad_y:pad_y + height, pad_x:pad_x + width] = img
+    out, pad_x, pad_y = dhnet_runtime.pad_to_square(img, imgsz)
     return out, LetterboxInfo(scale, pad_x, pad_y)
 
 
 def letterbox(img: np.ndarray, imgsz: int) -> tuple[np.ndarray, LetterboxInfo]:
-    """Letterbox an (H, W, 3) image to (imgsz, imgsz, 3); imgsz must be a multiple of 32."""
+    """Letterbox an (H, W, 3) image to (imgsz, imgsz, 3); ValueError for an imgsz `check_imgsz` refuses."""
     check_imgsz(imgsz)
     resized, scale = resize_to_fit(img, imgsz)
     return pad_to_square(resized, imgsz, scale)

@@ -21,10 +21,10 @@ import yaml
 from tqdm import tqdm
 
 from dh_tune import fsio
+from dh_tune.input_size import check_imgsz
 from dh_tune.model.config import DEFAULT_ANCHORS_PX
 
 from .gate_labels import deepest_head
-from .letterbox import check_imgsz
 from .records import DataError, ImageRecord
 from .stats import head_shares, split_stats
 from .synth_render import ScenePlan, Sign, write_scene

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..pipeline import AugmentSettings
+from ..input_size import check_imgsz
+from ..pipeline import AugmentConfig
 from .augment import augment_hsv, flip, mosaic_canvas, random_affine
 from .images import read_image
 from .letterbox import (
     PAD_VALUE,
     LetterboxInfo,
-    check_imgsz,
     letterbox_info,
     letterbox_scale,
     pad_to_square,
@@ -39,11 +39,11 @@ class DetectionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int, *, augment: bool,
-                 hyp: AugmentSettings | None = None, cache_images: bool = False) -> None:
+                 hyp: AugmentConfig | None = None, cache_images: bool = False) -> None:
         self.records = list(records)
         self.imgsz = check_imgsz(imgsz)
         self.augment = augment
-        self.hyp = hyp if hyp is not None else AugmentSettings()
+        self.hyp = hyp if hyp is not None else AugmentConfig()
         self.failed: set[Path] = set()
         self._cache: dict[int, np.ndarray] = {}
         if cache_images:

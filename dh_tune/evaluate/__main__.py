@@ -6,10 +6,14 @@ are unchanged); the thresholds are then applied to the cache.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
+from ..input_size import check_imgsz
 from ..messages import InputError, command_prog, finite_float, run_command
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 def compare(paths: list[Path]) -> int:
     """Print the profiles side by side; pairs whose AP intervals do not overlap are named."""
     from ..threshold_profiles import load_profile
-    from .profile_table import compare_profiles
+    from .profile_comparison import compare_profiles
 
     text, _ = compare_profiles([load_profile(p) for p in paths])
     print(text)
@@ -68,9 +72,9 @@ def check(path: Path) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     """Score the checkpoint's profile at the given thresholds, print the report and draw the plots."""
     from ..data import DataError, dh_tune_home, load_dataset
-    from ..data.images import first_readable
     from ..latency import LatencyTable, latency_stats
-    from ..latency.device_tables import local_latency_tables
+    from ..latency.frame import timing_frame
+    from ..latency.table_sources import local_latency_tables
     from ..model.checkpoint import (
         checkpoint_data_format,
         checkpoint_eps,
@@ -92,8 +96,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"--resamples {args.resamples}: give 0 (no intervals) or more")
     model, ckpt = load_model(args.checkpoint)
     imgsz = args.imgsz or checkpoint_imgsz(ckpt)
-    if imgsz % 32:
-        raise InputError(f"--imgsz {imgsz}: must be a multiple of 32")
+    check_imgsz(imgsz, "--imgsz", InputError)
     ds = load_dataset(args.data or ckpt["dataset"], fmt=None if args.data else checkpoint_data_format(ckpt))
     split = args.split or checkpoint_val_split(ckpt)
     if split not in ds.splits:
@@ -104,10 +107,10 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.device_table:
         latency = LatencyTable.load(args.device_table)
         if int(latency.model["imgsz"]) != imgsz:
-            print(f"warning: {args.device_table} was measured at {latency.model['imgsz']} px, evaluating at {imgsz}",
-                  file=sys.stderr)
+            logger.warning("%s was measured at %s px, evaluating at %s", args.device_table, latency.model["imgsz"],
+                           imgsz)
     else:
-        frame, frame_file = first_readable(r.path for r in records[:20]) or (None, None)
+        frame, frame_file = timing_frame(r.path for r in records) or (None, None)
         latency = local_latency_tables(model, [imgsz], dh_tune_home() / "devices", runtime=resolve(args.runtime),
                                        image=frame, image_file=frame_file)[imgsz]
     metrics = table.evaluate(t1, t2, per_class=True)

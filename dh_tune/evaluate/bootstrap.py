@@ -98,7 +98,7 @@ def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
 def bootstrap_profile(table: ExitTable, t1: float, t2: float, *, latency: LatencyTable | None = None,
                       resamples: int = RESAMPLES, seed: int = 0, confidence: float = CONFIDENCE) -> ProfileIntervals:
     """Percentile intervals of the profile (t1, t2) on the table's images: AP50, AP50:95, exit shares and,
-    with a device table, the predicted latency statistics (mean, p90 and p99 where the table has it)."""
+    with a latency table, the predicted latency statistics (mean, p90 and p99 where the table has it)."""
     if resamples < 1 or table.num_images == 0:
         raise ValueError("need at least one resample and one image")
     levels = table.exit_levels(t1, t2)

@@ -1,6 +1,6 @@
 """Does a profile still keep its latency here? Re-time this device now and compare with the profile's promise.
 
-A profile promises a mean and a p90 latency per frame from a device table timed when it was made; the
+A profile promises a mean and a p90 latency per frame from a latency table timed when it was made; the
 machine since may have changed (another runtime version, a new neighbour on the host, thermal limits).
 """
 from __future__ import annotations
@@ -67,7 +67,9 @@ def _timing_frame(ckpt: dict[str, Any], image: str | Path | None) -> tuple[np.nd
     size, no file to read)."""
     from ..data import load_dataset
     from ..data.images import first_readable
+    from ..latency.frame import timing_frame
     from ..messages import InputError
+    from ..model.checkpoint import checkpoint_val_split
 
     if image is not None:
         found = first_readable([Path(image)])
@@ -76,12 +78,12 @@ def _timing_frame(ckpt: dict[str, Any], image: str | Path | None) -> tuple[np.nd
         return found[0], found[1], str(image)
     try:
         ds = load_dataset(ckpt["dataset"])
-        split = str(ckpt["config"]["data"].get("val_split", "val"))
-        records = ds.splits[split if split in ds.splits else next(iter(ds.splits))][:20]
+        split = checkpoint_val_split(ckpt)
+        records = ds.splits[split if split in ds.splits else next(iter(ds.splits))]
     except (KeyError, TypeError, ValueError, OSError, StopIteration) as exc:
         logger.info("no validation image to time on (%s); timing on noise", first_line(exc))
         return None, None, "noise at the input size (the checkpoint's dataset is not here)"
-    found = first_readable(r.path for r in records)
+    found = timing_frame(r.path for r in records)
     if found is None:
         return None, None, "noise at the input size (no readable validation image)"
     return found[0], found[1], str(found[1])
@@ -93,8 +95,7 @@ def check_latency(profile_path: str | Path, *, threads: int | None = None, repea
 
     The table is timed afresh, never taken from the cache; a profile made for another device is checked all
     the same (`same_device` says so). `image` is the frame pre-processing is timed on (default: the first
-    image of the checkpoint's validation split, as the search timed it, else noise). Profiles made before
-    `latency_stats` promised the old, higher p90 (each image's p90 cost): their p90 drift reads low.
+    image of the checkpoint's validation split, as the search timed it, else noise).
     """
     from ..model.checkpoint import file_sha256, load_model
     from ..runtimes import resolve

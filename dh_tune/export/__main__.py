@@ -61,7 +61,7 @@ def export(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or profile.checkpoint_path()
     check_checkpoint(profile, checkpoint, file_sha256(checkpoint))
     model, ckpt = load_model(checkpoint)
-    heads = profile.doc.get("configuration", {}).get("heads", "gated")
+    heads = profile.doc["configuration"]["heads"]
     print(f"exporting {args.profile} ({heads}, {profile.imgsz} px, thresholds {profile.thresholds[0]:g} {profile.thresholds[1]:g}) as {args.format} ...",
           file=sys.stderr, flush=True)
     names = ckpt.get("names") or [str(i) for i in range(model.nc)]

@@ -40,41 +40,104 @@ class DeploymentError(ValueError):
     """A deployment folder that cannot be run (one line: the folder or file and the reason)."""
 
 
-# --- pre- and post-processing (the same arithmetic as dh-tune's training and validation) ----------
+# --- pre- and post-processing: the one implementation; dh-tune's torch paths call these too -------
+def fit_size(width: int, height: int, imgsz: int) -> tuple[float, tuple[int, int]]:
+    """Scale that makes the longer side imgsz, and the (width, height) the image is resized to."""
+    scale = imgsz / max(width, height)
+    return scale, (max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def resize_to_fit(img: np.ndarray, imgsz: int) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio so the longer side is imgsz; returns (image, scale).
+
+    Shrinking averages areas (small signs survive a 2048 -> 1024 reduction), enlarging is linear.
+    """
+    h, w = img.shape[:2]
+    scale, size = fit_size(w, h, imgsz)
+    if size != (w, h):
+        img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return img, scale
+
+
+def pad_to_square(img: np.ndarray, imgsz: int) -> tuple[np.ndarray, int, int]:
+    """Centre a fitted (h, w, c) image on an imgsz x imgsz canvas of grey 114; returns it, pad_x and pad_y."""
+    h, w = img.shape[:2]
+    pad_x, pad_y = (imgsz - w) // 2, (imgsz - h) // 2
+    canvas = np.full((imgsz, imgsz, img.shape[2]), PAD_VALUE, dtype=img.dtype)
+    canvas[pad_y:pad_y + h, pad_x:pad_x + w] = img
+    return canvas, pad_x, pad_y
+
+
+def letterbox(img: np.ndarray, imgsz: int) -> tuple[np.ndarray, tuple[float, int, int]]:
+    """Fit the longer side to imgsz and pad to a square; returns it and (scale, pad_x, pad_y)."""
+    fitted, scale = resize_to_fit(img, imgsz)
+    canvas, pad_x, pad_y = pad_to_square(fitted, imgsz)
+    return canvas, (scale, pad_x, pad_y)
+
+
+def to_input(canvas_bgr: np.ndarray) -> np.ndarray:
+    """A letterboxed BGR uint8 image as the network input: RGB, CHW, [0, 1] float32, batch of 1."""
+    x = np.ascontiguousarray(canvas_bgr[:, :, ::-1].transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
+    return x[None]
+
+
 def preprocess(img_bgr: np.ndarray, imgsz: int) -> tuple[np.ndarray, tuple[float, int, int]]:
     """Letterbox to imgsz (longer side fitted, grey 114 padding), RGB, CHW, [0, 1] float32, batch of 1.
 
     Returns the input and (scale, pad_x, pad_y) with network = image * scale + pad.
     """
-    h, w = img_bgr.shape[:2]
-    scale = imgsz / max(w, h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if size != (w, h):
-        img_bgr = cv2.resize(img_bgr, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    pad_x, pad_y = (imgsz - size[0]) // 2, (imgsz - size[1]) // 2
-    canvas = np.full((imgsz, imgsz, 3), PAD_VALUE, dtype=np.uint8)
-    canvas[pad_y:pad_y + size[1], pad_x:pad_x + size[0]] = img_bgr
-    x = np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)).astype(np.float32) / np.float32(255)
-    return x[None], (scale, pad_x, pad_y)
+    canvas, placement = letterbox(img_bgr, imgsz)
+    return to_input(canvas), placement
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))  # no overflow warning; exact to float32 precision
+    """Logistic function in x's float dtype, clipped so exp never overflows (exact to float32 precision)."""
+    y = np.clip(x, -80.0, 80.0)
+    np.negative(y, out=y)
+    np.exp(y, out=y)
+    y += 1
+    return np.divide(1, y, out=y)
+
+
+def decode_level(raw: np.ndarray, anchors_px: np.ndarray, stride: float) -> np.ndarray:
+    """One raw map (B, na*(nc+5), h, w) -> (B, na*h*w, nc+5): xywh in pixels, obj and class probabilities."""
+    b, c, h, w = raw.shape
+    na = anchors_px.shape[0]
+    cells = raw.reshape(b, na, c // na, h, w).transpose(0, 1, 3, 4, 2)
+    p = sigmoid(np.ascontiguousarray(cells, dtype=np.float32))
+    gy, gx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
+    p[..., :2] = (p[..., :2] * 2 - 0.5 + np.stack((gx, gy), -1)) * np.float32(stride)
+    p[..., 2:4] = (p[..., 2:4] * 2) ** 2 * anchors_px.reshape(na, 1, 1, 2).astype(np.float32)
+    return p.reshape(b, -1, c // na)
+
+
+def decode_batch(maps: list[np.ndarray], anchors_px: np.ndarray, strides: list[float]) -> np.ndarray:
+    """Raw maps (B, na*(nc+5), h, w) of the heads that ran (a prefix of P3-P5) -> (B, n, nc+5) per image."""
+    levels = [decode_level(raw, anchors_px[i], strides[i]) for i, raw in enumerate(maps)]
+    return levels[0] if len(levels) == 1 else np.concatenate(levels, 1)
 
 
 def decode(maps: list[np.ndarray], anchors_px: np.ndarray, strides: list[float]) -> np.ndarray:
     """Raw YOLOv5 maps of one image (1, na*(nc+5), h, w) per head that ran -> (n, nc+5) [xywh px, obj, cls]."""
-    out = []
-    for level, raw in enumerate(maps):
-        _, c, h, w = raw.shape
-        na = anchors_px.shape[1]
-        p = sigmoid(raw.reshape(na, c // na, h, w).transpose(0, 2, 3, 1).astype(np.float32))
-        gy, gx = np.meshgrid(np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32), indexing="ij")
-        grid = np.stack((gx, gy), -1)[None]
-        xy = (p[..., :2] * 2 - 0.5 + grid) * np.float32(strides[level])
-        wh = (p[..., 2:4] * 2) ** 2 * anchors_px[level].reshape(na, 1, 1, 2).astype(np.float32)
-        out.append(np.concatenate((xy, wh, p[..., 4:]), -1).reshape(-1, c // na))
-    return np.concatenate(out, 0)
+    if maps[0].shape[0] != 1:
+        raise ValueError(f"decode takes the maps of one image, not a batch of {maps[0].shape[0]} (use decode_batch)")
+    return decode_batch(maps, anchors_px, strides)[0]
+
+
+def candidates(pred: np.ndarray, conf: float, multi_label: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """xywh boxes, scores (obj x cls) and classes of `pred`'s rows above conf, in row order.
+
+    multi_label: every class above conf; otherwise each row's best class.
+    """
+    pred = pred[pred[:, 4] > conf]
+    scores_all = pred[:, 5:] * pred[:, 4:5]
+    if multi_label:
+        i, j = (scores_all > conf).nonzero()
+        return pred[i, :4], scores_all[i, j], j
+    classes = scores_all.argmax(1) if len(pred) else np.zeros(0, np.int64)
+    scores = scores_all[np.arange(len(scores_all)), classes]
+    keep = scores > conf
+    return pred[keep, :4], scores[keep], classes[keep]
 
 
 def nms(pred: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bool,
@@ -83,22 +146,10 @@ def nms(pred: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bo
 
     `pred` is (n, nc+5) [x, y, w, h, obj, cls...]; returns boxes xyxy float32, scores float32, classes int64.
     """
-    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    pred = pred[pred[:, 4] > conf]
-    if len(pred) == 0:
-        return empty
-    scores_all = pred[:, 5:] * pred[:, 4:5]
-    if multi_label:
-        i, j = (scores_all > conf).nonzero()
-        boxes, scores, classes = pred[i, :4], scores_all[i, j], j
-    else:
-        classes = scores_all.argmax(1)
-        scores = scores_all[np.arange(len(scores_all)), classes]
-        keep = scores > conf
-        boxes, scores, classes = pred[keep, :4], scores[keep], classes[keep]
+    boxes, scores, classes = candidates(pred, conf, multi_label)
     if len(scores) == 0:
-        return empty
-    if len(scores) > max_candidates:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    if len(scores) > max_candidates:  # the best ones; equal scores keep their order
         top = np.argsort(-scores, kind="stable")[:max_candidates]
         boxes, scores, classes = boxes[top], scores[top], classes[top]
     xywh = boxes.astype(np.float64)
@@ -106,9 +157,9 @@ def nms(pred: np.ndarray, conf: float, iou: float, max_det: int, multi_label: bo
     s = scores.astype(np.float32)
     c = classes.astype(np.int64)
     # OpenCV's stubs name Sequence[...] where the function takes numpy arrays.
-    keep = cv2.dnn.NMSBoxesBatched(np.concatenate([tl, xywh[:, 2:]], 1), s, c.astype(np.int32),  # type: ignore[arg-type]
-                                   conf, iou)
-    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    found = cv2.dnn.NMSBoxesBatched(np.concatenate([tl, xywh[:, 2:]], 1), s, c.astype(np.int32),  # type: ignore[arg-type]
+                                    conf, iou)
+    keep = np.asarray(found, dtype=np.int64).reshape(-1)
     keep = keep[np.argsort(-s[keep], kind="stable")][:max_det]
     xyxy = np.concatenate([tl[keep], tl[keep] + xywh[keep, 2:]], 1).astype(np.float32)
     return xyxy, s[keep], c[keep]

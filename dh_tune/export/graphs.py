@@ -62,7 +62,7 @@ def plan(t1: float, t2: float) -> list[SegmentSpec]:
 
 
 def part_specs() -> dict[str, SegmentSpec]:
-    """One graph per timed part of a device table: each stage alone and each gate alone."""
+    """One graph per timed part of a latency table: each stage alone and each gate alone."""
     return {"stage1": _spec((1,), None, (2, 3)), "gate1": _spec((), 1, ()), "stage2": _spec((2,), None, (3,)),
             "gate2": _spec((), 2, ()), "stage3": _spec((3,), None, ())}
 

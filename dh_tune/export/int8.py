@@ -16,7 +16,7 @@ from ..data import DataError, ImageRecord, load_dataset
 from ..data.images import read_image
 from ..evaluate.ap import average_precision
 from ..model import VAL_NMS, DHNet
-from ..model.checkpoint import checkpoint_config, checkpoint_data_format, checkpoint_val_split
+from ..model.checkpoint import CheckpointPipeline
 from .dhnet_runtime import Detector, preprocess
 from .quantize import AccuracyCheck, quantize_folder
 
@@ -67,8 +67,9 @@ def export_int8(model: DHNet, ckpt: dict[str, Any], fp32_folder: Path, out: Path
 
     The dataset is `data`, or the checkpoint's own; its splits are the checkpoint's pipeline's.
     """
-    ds = load_dataset(data or ckpt["dataset"], fmt=None if data else checkpoint_data_format(ckpt))
-    train, val = checkpoint_config(ckpt)["data"].get("train_split", "train"), checkpoint_val_split(ckpt)
+    trained = CheckpointPipeline.of(ckpt)
+    ds = load_dataset(data or ckpt["dataset"], fmt=None if data else trained.data_format)
+    train, val = trained.train_split, trained.val_split
     for split in (train, val):
         if not ds.splits.get(split):
             raise DataError(f"{ds.root}: no images in split '{split}' (int8 calibrates on '{train}', scores on '{val}')")

@@ -1,6 +1,8 @@
-"""Device latency tables and the expected latency of a threshold profile on a device.
+"""Latency tables of devices and the expected latency of a threshold profile on a device.
 
-Pure schema, file and arithmetic code (numpy and jsonschema only); the timing itself lives elsewhere.
+What this package exports is pure schema, file and arithmetic code (numpy and jsonschema only); the timing itself
+(measure, timing, runtime_parts, frame and `python -m dh_tune.latency`) needs torch or OpenCV and is imported
+by name.
 """
 from __future__ import annotations
 

@@ -1,23 +1,22 @@
-"""The latency of a profile over its images: mean, p90 and p99 per frame, from a device table and exit shares.
+"""The latency of a profile over its images: mean, p90 and p99 per frame, from a latency table and exit shares.
 
 A per-frame budget is about the slow frames, so budgets can bound a quantile over images rather than the mean;
 the distribution follows from each part's timed quantiles and the share of images leaving after each head.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
-from .table import LatencyTable, LatencyTableError, PartTiming
+from .table import LatencyTable, PartTiming
 
 BUDGET_STATS = ("mean", "p90", "p99")
 """The latency statistics over images that a budget can bound."""
 
-QUANTILE_KNOTS: tuple[tuple[float, Callable[[PartTiming], float | None]], ...] = (
-    (0.0, lambda t: t.min_ms if t.min_ms is not None else t.median_ms),
+QUANTILE_KNOTS: tuple[tuple[float, Callable[[PartTiming], float]], ...] = (
+    (0.0, lambda t: t.min_ms),
     (0.5, lambda t: t.median_ms),
     (0.9, lambda t: t.p90_ms),
     (0.99, lambda t: t.p99_ms),
@@ -80,36 +79,23 @@ def latency_stats(exit_shares: Any, table: LatencyTable, thresholds: tuple[float
     slow frames). Each exit's cost is the sum of its parts (or deployed graphs) taken as comonotone, so its
     quantile at 0 (min, else median), 0.5, 0.9 and 0.99 is the sum of the parts' quantiles, linear in
     between and held past the last; the images' latency is the mixture of the exits by share, whose
-    quantile is solved exactly. The old p90 took the 90th percentile over images of each image's p90 cost,
-    which counts the tail twice (the slow images, then the slow run of each). p99 is NaN when a part the
-    shares need has no p99 (a table measured before it was recorded).
+    quantile is solved exactly. (The 90th percentile over images of each image's p90 cost would count the
+    tail twice: the slow images, then the slow run of each.)
     """
     shares = _checked_shares(exit_shares)
     mean = float(shares @ table.exit_cost_ms("median", thresholds))
     knots = np.stack([table.exit_costs(value, thresholds) for _, value in QUANTILE_KNOTS], axis=1)
     qs = np.array([q for q, _ in QUANTILE_KNOTS])
-    has_p99 = not np.isnan(knots[shares > 0, -1]).any()
-    if not has_p99:
-        knots, qs = knots[:, :-1], qs[:-1]
-    knots = np.maximum.accumulate(np.nan_to_num(knots, nan=0.0), axis=1)  # unused exits; a min above the median
-    out = {"mean": mean, "p90": _mixture_quantile(shares, qs, knots, 0.9), "p99": math.nan}
-    if has_p99:
-        out["p99"] = _mixture_quantile(shares, qs, knots, 0.99)
-    return out
+    knots = np.maximum.accumulate(knots, axis=1)  # a min above the median (a disturbed run)
+    return {"mean": mean, "p90": _mixture_quantile(shares, qs, knots, 0.9),
+            "p99": _mixture_quantile(shares, qs, knots, 0.99)}
 
 
 def predicted_latency(exit_shares: Any, table: LatencyTable, thresholds: tuple[float, float], stat: str) -> float:
-    """One statistic of `latency_stats` ("mean", "p90" or "p99"), for code that budgets on one of them.
-
-    LatencyTableError (one line, naming the device) when the table cannot give it, e.g. p99 from an old table.
-    """
+    """One statistic of `latency_stats` ("mean", "p90" or "p99"), for code that budgets on one of them."""
     if stat not in BUDGET_STATS:
         raise ValueError(f"stat must be one of {BUDGET_STATS}, got {stat!r}")
-    value = latency_stats(exit_shares, table, thresholds)[stat]
-    if not math.isfinite(value):
-        raise LatencyTableError(f"latency table of {table.device_name} has no {stat} times (measured before "
-                                "dh-tune recorded them); re-measure the device")
-    return value
+    return latency_stats(exit_shares, table, thresholds)[stat]
 
 
 def expected_latency(exit_levels: np.ndarray, table: LatencyTable,

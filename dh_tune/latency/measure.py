@@ -145,7 +145,7 @@ def latency_table(model: DHNet, imgsz: int, *, device: torch.device | None = Non
                for p, v in times.items()}
     info = device_info(device, used_threads, runtime)
     if unstable:
-        logger.warning("warning: timings of %s on %s stayed spread out after %d attempts (a busy machine?); the "
+        logger.warning("timings of %s on %s stayed spread out after %d attempts (a busy machine?); the "
                        "table marks them unstable", ", ".join(unstable), info["name"], attempts)
     parts = {p: timings[p] for p in (*PARTS, READ) if p in timings}
     graphs = {g: timings[f"graph:{g}"] for g in GRAPH_KEYS if f"graph:{g}" in timings}

@@ -42,15 +42,15 @@ READ = "read"
 noise). Every exit pays it: a deployment that reads frames from disk pays it before pre-processing."""
 
 STATISTICS = ("median", "p90", "p99", "min")
-"""Per-part statistics an exit's cost can be summed from (p99 and min only where the table recorded them)."""
+"""Per-part statistics an exit's cost can be summed from."""
 
 _PART_SCHEMA = {
     "type": "object",
-    "required": ["median_ms", "p90_ms", "repeats"],
+    "required": ["median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "repeats"],
     "properties": {
         "median_ms": {"type": "number", "minimum": 0},
         "p90_ms": {"type": "number", "minimum": 0},
-        "p99_ms": {"type": "number", "minimum": 0},  # optional: tables measured before it was recorded lack it
+        "p99_ms": {"type": "number", "minimum": 0},
         "mean_ms": {"type": "number", "minimum": 0},
         "min_ms": {"type": "number", "minimum": 0},
         "repeats": {"type": "integer", "minimum": 1},
@@ -62,12 +62,12 @@ SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "dh-tune device latency table",
     "type": "object",
-    "required": ["schema_version", "device", "model", "parts", "created_at"],
+    "required": ["schema_version", "device", "model", "parts", "exit_nms", "created_at"],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "device": {
             "type": "object",
-            "required": ["name", "kind", "threads", "torch"],
+            "required": ["name", "kind", "threads", "torch", "runtime"],
             "properties": {
                 "name": {"type": "string", "minLength": 1},
                 "kind": {"enum": ["cpu", "cuda"]},
@@ -155,35 +155,25 @@ class LatencyTableError(InputError):
 
 @dataclass(frozen=True)
 class PartTiming:
-    """Median and 90th-percentile wall time of one part, over ``repeats`` timed runs.
-
-    Mean, minimum and 99th percentile are optional: older tables lack them and still load.
-    """
+    """Median, 90th and 99th percentile, mean and minimum wall time of one part over ``repeats`` timed runs."""
 
     median_ms: float
     p90_ms: float
     repeats: int
-    mean_ms: float | None = None
-    min_ms: float | None = None
-    p99_ms: float | None = None
+    mean_ms: float
+    min_ms: float
+    p99_ms: float
 
     def __post_init__(self) -> None:
         # Plain floats and ints, so the canonical JSON (and the digest) survives a save/load trip.
         for name in ("median_ms", "p90_ms", "mean_ms", "min_ms", "p99_ms"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "repeats", int(self.repeats))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form of one part's timing.
-
-        Optional statistics that were not recorded are left out rather than written as null.
-        """
-        out: dict[str, Any] = {"median_ms": self.median_ms, "p90_ms": self.p90_ms, "repeats": self.repeats}
-        optional = (("mean_ms", self.mean_ms), ("min_ms", self.min_ms), ("p99_ms", self.p99_ms))
-        out.update({k: v for k, v in optional if v is not None})
-        return out
+        """JSON form of one part's timing."""
+        return {"median_ms": self.median_ms, "p90_ms": self.p90_ms, "repeats": self.repeats,
+                "mean_ms": self.mean_ms, "min_ms": self.min_ms, "p99_ms": self.p99_ms}
 
 
 def _problem(error: jsonschema.ValidationError) -> str:
@@ -206,12 +196,12 @@ def _check(doc: Any, source: str) -> None:
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(doc))
     if error is not None:
         raise LatencyTableError(f"{source}: invalid latency table at {_problem(error)}")
-    for name, part in [*doc["parts"].items(), *doc.get("graphs", {}).items(), *doc.get("exit_nms", {}).items()]:
+    for name, part in [*doc["parts"].items(), *doc.get("graphs", {}).items(), *doc["exit_nms"].items()]:
         if not all(math.isfinite(v) for k, v in part.items() if k.endswith("_ms")):
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: times must be finite")
         if part["p90_ms"] < part["median_ms"]:
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: p90_ms is below median_ms")
-        if part.get("p99_ms", math.inf) < part["p90_ms"]:
+        if part["p99_ms"] < part["p90_ms"]:
             raise LatencyTableError(f"{source}: invalid latency table at parts/{name}: p99_ms is below p90_ms")
     try:
         datetime.fromisoformat(doc["created_at"])
@@ -248,8 +238,8 @@ class LatencyTable:
 
     @property
     def runtime(self) -> dict[str, str]:
-        """Name and version of the runtime the parts were timed in (tables without the field: torch)."""
-        return dict(self.device.get("runtime") or {"name": "torch", "version": str(self.device["torch"]).split("+")[0]})
+        """Name and version of the runtime the parts were timed in."""
+        return dict(self.device["runtime"])
 
     @property
     def unstable_parts(self) -> list[str]:
@@ -271,8 +261,7 @@ class LatencyTable:
         }
         if self.graphs:
             doc["graphs"] = {name: self.graphs[name].to_dict() for name in GRAPH_KEYS if name in self.graphs}
-        if self.exit_nms:
-            doc["exit_nms"] = {k: v.to_dict() for k, v in sorted(self.exit_nms.items())}
+        doc["exit_nms"] = {k: v.to_dict() for k, v in sorted(self.exit_nms.items())}
         if self.measurement:
             doc["measurement"] = dict(self.measurement)
         return doc
@@ -286,7 +275,7 @@ class LatencyTable:
         _check(doc, source)
         parts = {name: PartTiming(**p) for name, p in doc["parts"].items()}
         graphs = {name: PartTiming(**p) for name, p in doc.get("graphs", {}).items()}
-        exit_nms = {k: PartTiming(**p) for k, p in doc.get("exit_nms", {}).items()}
+        exit_nms = {k: PartTiming(**p) for k, p in doc["exit_nms"].items()}
         return cls(device=dict(doc["device"]), model=dict(doc["model"]), parts=parts,
                    created_at=doc["created_at"], measurement=dict(doc.get("measurement", {})), graphs=graphs,
                    exit_nms=exit_nms)
@@ -335,23 +324,15 @@ class LatencyTable:
         with ``graphs`` timed: pre-processing + the deployed graphs the image runs + NMS. Otherwise from the
         parts: head 1 is preprocess + stage1 + gate1 + nms; head 2 adds stage2 + gate2; head 3 adds stage3,
         and a gate left out (its threshold decides alone, `dh_tune.gating`) costs nothing. NMS is the
-        exit's own (``exit_nms``: decode and NMS of the maps of the heads that ran) where timed. "p99" and
-        "min" need a table that recorded them (LatencyTableError otherwise).
+        exit's own (``exit_nms``: decode and NMS of the maps of the heads that ran).
         """
         if statistic not in STATISTICS:
             raise ValueError(f"statistic must be one of {STATISTICS}, got {statistic!r}")
-        costs = self.exit_costs(lambda t: getattr(t, f"{statistic}_ms"), thresholds)
-        if np.isnan(costs).any():
-            raise LatencyTableError(f"latency table of {self.device_name} has no {statistic} times (measured before "
-                                    "dh-tune recorded them); re-measure the device")
-        return costs
+        return self.exit_costs(lambda t: float(getattr(t, f"{statistic}_ms")), thresholds)
 
-    def exit_costs(self, value: Callable[[PartTiming], float | None],
+    def exit_costs(self, value: Callable[[PartTiming], float],
                    thresholds: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
-        """Cost (3,) of each exit summed from `value` of each part or graph it runs (see `exit_cost_ms`).
-
-        A part whose value is None makes the exits that run it NaN, so callers can tell which exits lack it.
-        """
+        """Cost (3,) of each exit summed from `value` of each part or graph it runs (see `exit_cost_ms`)."""
         if len(thresholds) != 2 or any(isinstance(t, bool) for t in thresholds):
             raise TypeError(f"thresholds must be two numbers (t1, t2), got {thresholds!r}")
         missing = [p for p in PARTS if p not in self.parts]
@@ -359,13 +340,12 @@ class LatencyTable:
             raise LatencyTableError(f"latency table of {self.device_name} lacks parts {missing}")
 
         def ms(timing: PartTiming) -> float:
-            v = value(timing)
-            return math.nan if v is None else float(v)
+            return float(value(timing))
 
         t1, t2 = float(thresholds[0]), float(thresholds[1])
         nms = ms(self.parts["nms"])
-        # Decode and NMS see only the maps of the heads an image ran (tables without exit_nms: all three).
-        post = np.array([ms(self.exit_nms[k]) if k in self.exit_nms else nms for k in ("1", "2")] + [nms])
+        # Decode and NMS see only the maps of the heads an image ran.
+        post = np.array([ms(self.exit_nms[k]) for k in ("1", "2")] + [nms])
         post += ms(self.parts[READ]) if READ in self.parts else 0.0  # tables timed on noise read no file
         if self.graphs:
             pre = ms(self.parts["preprocess"])

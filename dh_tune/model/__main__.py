@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from ..input_size import check_imgsz
 from ..messages import InputError, command_prog, run_command
 from .config import SCALES
 from .dhnet import DHNet
@@ -25,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(args: argparse.Namespace) -> int:
     """Print the parameters and GMACs per exit of the network the arguments describe."""
-    if args.imgsz <= 0 or args.imgsz % 32:
-        raise InputError(f"--imgsz {args.imgsz}: must be a positive multiple of 32")
+    check_imgsz(args.imgsz, "--imgsz", InputError)
     if args.nc < 1:
         raise InputError(f"--nc {args.nc}: must be at least 1")
     scale = args.scale

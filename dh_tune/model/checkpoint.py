@@ -8,6 +8,7 @@ anchors), `metrics` (of that epoch), `best_fitness`, `history` (metrics of every
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable dh-tune checkpoint ({describe_unloadable(path)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a dh-tune checkpoint (no format tag '{FORMAT}')")
-    if ckpt.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {ckpt['version']} is newer than this dh-tune ({VERSION})")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {ckpt.get('version')!r} is not the one this dh-tune "
+                              f"reads ({VERSION})")
     return ckpt
 
 
@@ -91,36 +93,75 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[DHNet, dict[str,
     return build_model(ckpt, use_ema), ckpt
 
 
-def checkpoint_config(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline a checkpoint was trained with, as the plain dict stored in it."""
-    return ckpt["config"]
+@dataclass(frozen=True)
+class CheckpointPipeline:
+    """Typed view of the pipeline a checkpoint was trained with (the plain dict stored in it as `config`)."""
+
+    config: dict[str, Any]
+
+    @classmethod
+    def of(cls, ckpt: dict[str, Any]) -> CheckpointPipeline:
+        return cls(ckpt["config"])
+
+    @property
+    def imgsz(self) -> int:
+        """data.imgsz: the input size it was trained at."""
+        return int(self.config["data"]["imgsz"])
+
+    @property
+    def val_split(self) -> str:
+        """data.val_split: the split it was validated on."""
+        return str(self.config["data"]["val_split"])
+
+    @property
+    def train_split(self) -> str:
+        return str(self.config["data"].get("train_split", "train"))
+
+    @property
+    def data_format(self) -> str | None:
+        """data.format: the dataset format its pipeline named, None when it was detected from the files."""
+        return self.config["data"].get("format")
+
+    @property
+    def loss(self) -> dict[str, Any]:
+        """train.loss, as a plain dict."""
+        return self.config["train"]["loss"]
+
+    @property
+    def eps(self) -> float:
+        """train.loss.eps: the gate-label epsilon (paper Eq. 5)."""
+        return float(self.loss["eps"])
+
+    @property
+    def epochs(self) -> int:
+        return int(self.config["train"]["epochs"])
+
+
+def checkpoint_pipeline(ckpt: dict[str, Any]) -> CheckpointPipeline:
+    """The typed view of the pipeline stored in a checkpoint."""
+    return CheckpointPipeline.of(ckpt)
 
 
 def checkpoint_imgsz(ckpt: dict[str, Any]) -> int:
     """Input size the checkpoint was trained at (its pipeline's data.imgsz)."""
-    return int(checkpoint_config(ckpt)["data"]["imgsz"])
-
-
-def checkpoint_loss(ckpt: dict[str, Any]) -> dict[str, Any]:
-    """The loss settings the checkpoint was trained with (its pipeline's train.loss, a plain dict)."""
-    return checkpoint_config(ckpt)["train"]["loss"]
+    return CheckpointPipeline.of(ckpt).imgsz
 
 
 def checkpoint_eps(ckpt: dict[str, Any]) -> float:
     """Gate-label epsilon the checkpoint was trained with (its pipeline's train.loss.eps, paper Eq. 5)."""
-    return float(checkpoint_loss(ckpt)["eps"])
+    return CheckpointPipeline.of(ckpt).eps
 
 
 def checkpoint_val_split(ckpt: dict[str, Any]) -> str:
     """Name of the split the checkpoint was validated on (its pipeline's data.val_split)."""
-    return str(checkpoint_config(ckpt)["data"]["val_split"])
+    return CheckpointPipeline.of(ckpt).val_split
 
 
 def checkpoint_data_format(ckpt: dict[str, Any]) -> str | None:
     """Dataset format its pipeline named (data.format), or None when it was detected from the files."""
-    return checkpoint_config(ckpt)["data"].get("format")
+    return CheckpointPipeline.of(ckpt).data_format
 
 
-__all__ = ["CheckpointError", "build_model", "checkpoint_config", "checkpoint_data_format", "checkpoint_eps",
-           "checkpoint_file", "checkpoint_imgsz", "checkpoint_loss", "checkpoint_val_split", "file_sha256", "load_checkpoint",
-           "load_model", "model_args", "save_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointPipeline", "build_model", "checkpoint_data_format", "checkpoint_eps",
+           "checkpoint_file", "checkpoint_imgsz", "checkpoint_pipeline", "checkpoint_val_split", "file_sha256",
+           "load_checkpoint", "load_model", "model_args", "save_checkpoint"]

@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                     "(default: pipelines/quickstart.yaml)")
     p.add_argument("--trials", type=int, default=None, help="training trials of the outer search (default: pipeline)")
     p.add_argument("--device-table", type=Path, action="append", default=[], dest="device_tables",
-                   help="latency table measured on the target device (python -m dh_tune.profile_device); "
+                   help="latency table measured on the target device (python -m dh_tune.latency); "
                         "repeat for several image sizes. Default: this machine, timed once per model "
                         "architecture and size and kept under $DH_TUNE_HOME/devices")
     p.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default=None,

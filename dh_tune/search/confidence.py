@@ -7,12 +7,12 @@ apart from it (`indistinguishable`), and `--select safest` takes the fastest of 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from ..evaluate.bootstrap import ProfileIntervals, bootstrap_profile
 from ..evaluate.exit_table import ExitTable
 from ..latency import LatencyTable
-from .inner import budget_latency
+from .records import FrontPoint, TrialResult
 
 Split = Literal["calibration", "test", "all"]
 
@@ -20,13 +20,13 @@ Split = Literal["calibration", "test", "all"]
 class TrialTables:
     """The cached exit tables of every finished model, loaded once each, cut as its trial cut them."""
 
-    def __init__(self, out: Path, trials: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, out: Path, trials: dict[str, TrialResult]) -> None:
         self.out, self.trials = out, trials
         self._whole: dict[tuple[str, int], ExitTable | None] = {}
 
-    def _load(self, trial: dict[str, Any], imgsz: int) -> ExitTable | None:
-        roots = [Path(trial["cache_dir"])] if trial.get("cache_dir") else []
-        roots += [self.out / "trials" / trial["trial_id"] / "cache", self.out / "cache"]
+    def _load(self, trial: TrialResult, imgsz: int) -> ExitTable | None:
+        roots = [Path(trial.cache_dir)] if trial.cache_dir else []
+        roots += [self.out / "trials" / trial.trial_id / "cache", self.out / "cache"]
         expected = _images(trial)
         for root in roots:
             for f in sorted(root.glob(f"exit-*-{imgsz}.npz")):
@@ -42,15 +42,15 @@ class TrialTables:
         if key not in self._whole:
             self._whole[key] = self._load(trial, imgsz)
         whole = self._whole[key]
-        indices = (trial.get("holdout") or {}).get(f"{split}_indices")
+        indices = (trial.holdout or {}).get(f"{split}_indices")
         if whole is None or split == "all" or indices is None:
             return whole
         return whole.subset(indices)
 
 
-def _images(trial: dict[str, Any]) -> int | None:
+def _images(trial: TrialResult) -> int | None:
     """How many images the trial's evaluation ran on (None for results written before the split existed)."""
-    holdout = trial.get("holdout") or {}
+    holdout = trial.holdout or {}
     if "calibration_indices" not in holdout:
         return None
     return len(holdout["calibration_indices"]) + len(holdout["test_indices"])
@@ -63,29 +63,30 @@ class ConfidenceBook:
         self.tables, self.latency, self.resamples, self.seed = tables, latency, resamples, seed
         self._memo: dict[tuple[str, int, float, float, str], ProfileIntervals | None] = {}
 
-    def intervals(self, point: dict[str, Any], split: Split) -> ProfileIntervals | None:
+    def intervals(self, point: FrontPoint, split: Split) -> ProfileIntervals | None:
         """The point's intervals on the split (None when its exit table is not on disk any more).
 
         Calibration intervals only compare APs, so they skip the latency statistics (a third of the time).
         """
-        key = (point["trial_id"], int(point["imgsz"]), float(point["t1"]), float(point["t2"]), split)
+        trial_id = str(point.trial_id)
+        key = (trial_id, point.imgsz, point.t1, point.t2, split)
         if key not in self._memo:
-            table = self.tables.table(point["trial_id"], int(point["imgsz"]), split)
-            latency = None if split == "calibration" else self.latency.get(int(point["imgsz"]))
+            table = self.tables.table(trial_id, point.imgsz, split)
+            latency = None if split == "calibration" else self.latency.get(point.imgsz)
             self._memo[key] = None if table is None or not table.num_images else bootstrap_profile(
-                table, point["t1"], point["t2"], latency=latency, resamples=self.resamples, seed=self.seed)
+                table, point.t1, point.t2, latency=latency, resamples=self.resamples, seed=self.seed)
         return self._memo[key]
 
 
-def indistinguishable(chosen: dict[str, Any], rivals: list[dict[str, Any]], book: ConfidenceBook,
-                      metric: str) -> list[dict[str, Any]]:
+def indistinguishable(chosen: FrontPoint, rivals: list[FrontPoint], book: ConfidenceBook,
+                      metric: str) -> list[FrontPoint]:
     """The rivals whose calibration AP interval overlaps the chosen point's (the chosen one left out)."""
     mine = book.intervals(chosen, "calibration")
     if mine is None:
         return []
     same = []
     for p in rivals:
-        if p is chosen or _same_point(p, chosen):
+        if p is chosen or p.same_profile(chosen):
             continue
         theirs = book.intervals(p, "calibration")
         if theirs is not None and theirs.ap(metric).overlaps(mine.ap(metric)):
@@ -93,13 +94,8 @@ def indistinguishable(chosen: dict[str, Any], rivals: list[dict[str, Any]], book
     return same
 
 
-def safest(chosen: dict[str, Any], rivals: list[dict[str, Any]], book: ConfidenceBook,
-           metric: str) -> dict[str, Any]:
+def safest(chosen: FrontPoint, rivals: list[FrontPoint], book: ConfidenceBook, metric: str) -> FrontPoint:
     """The fastest point whose AP interval overlaps the chosen (most accurate) one's: as accurate as far as
     the images can tell, with the most latency to spare."""
     same = indistinguishable(chosen, rivals, book, metric)
-    return min([chosen, *same], key=lambda p: (budget_latency(p), -p[metric]))
-
-
-def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("trial_id", "imgsz", "t1", "t2"))
+    return min([chosen, *same], key=lambda p: (p.budget_latency_ms, -p.ap(metric)))

@@ -1,10 +1,11 @@
 """What the inner search needs for one trained model: its exit tables at every deployment size that has
-a device latency table (the tables themselves come from dh_tune.latency.device_tables).
+a device latency table (the tables themselves come from dh_tune.latency.table_sources).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,11 +18,20 @@ from ..model.checkpoint import file_sha256, load_model
 from .inner import DeploymentSpace
 
 
-def deployment_space(checkpoint: str | Path, records: Sequence[ImageRecord], sizes: Sequence[int],
+@dataclass(frozen=True)
+class EvaluationImages:
+    """The images a model is scored on and, when given, their split into calibration and held-out test images."""
+
+    records: Sequence[ImageRecord]
+    holdout: Holdout | None = None
+
+
+def deployment_space(checkpoint: str | Path, images: EvaluationImages, sizes: Sequence[int],
                      latency: dict[int, LatencyTable], *, eps: float, cache_dir: Path, progress: bool = True,
-                     holdout: Holdout | None = None, budget_stat: str = "mean") -> DeploymentSpace:
-    """Exit tables of the checkpoint on the evaluation records at every size that has a latency table; with
+                     budget_stat: str = "mean") -> DeploymentSpace:
+    """Exit tables of the checkpoint on the evaluation images at every size that has a latency table; with
     a holdout, profiles are scored on its calibration images and reported on its test images."""
+    records, holdout = images.records, images.holdout
     model, _ = load_model(checkpoint)
     sha = file_sha256(checkpoint)
     wanted = sorted((s for s in sizes if s in latency), reverse=True)  # largest first: the longest job starts early

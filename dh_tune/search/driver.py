@@ -5,7 +5,6 @@ same command with the same OUT resumes: finished work is read back, not redone.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -14,35 +13,35 @@ from pathlib import Path
 from .. import fsio
 from ..data.home import dh_tune_home
 from ..latency import LatencyTable
-from ..latency.device_tables import local_latency_tables, tables_from_files
+from ..latency.table_sources import local_latency_tables, tables_from_files
 from ..messages import InputError, first_line, loads_finite
 from ..model import DHNet
-from ..model.checkpoint import checkpoint_eps, checkpoint_loss, load_checkpoint, load_model
+from ..model.checkpoint import CheckpointPipeline, load_checkpoint, load_model
 from ..pipeline import Pipeline
 from ..runtimes import resolve as resolve_runtime
 from ..runtimes import version as runtime_version
-from ..tracking import SafeLogger, Tracking, resolve_tracking_uri, start_run
+from ..tracking import SafeLogger, Tracking, close_stale_runs, find_run, resolve_tracking_uri, start_run
 from ..train.data_setup import resolve_dataset
 from .cluster import ConcurrencyPlan
 from .imported import check_classes, fit_pipeline, import_once, static_ap
 from .lock import search_lock
 from .outer import run_outer
-from .records import SearchOutcome, SearchRequest
+from .records import SearchOutcome, SearchRequest, TrialResult, TrialStatus
 from .space import check_points, load_space
 from .trial import TrialSetup
 from .trial_docs import ended_trials, mark_interrupted, most_at_once
 
 STATE_FILE = "search.json"
 
-log = logging.getLogger(__name__)  # `logger` names the search's MLflow run below
+logger = logging.getLogger(__name__)
 
 
 def _log(msg: str) -> None:
-    log.info("[search] %s", msg)
+    logger.info("%s", msg)
 
 
 def _warn(msg: str) -> None:
-    log.warning("[search] %s", msg)
+    logger.warning("%s", msg)
 
 
 def _load_state(out: Path) -> dict:
@@ -67,7 +66,7 @@ def _latency_tables(req: SearchRequest, model: DHNet, sizes: list[int], dataset:
         tables = tables_from_files(req.device_tables, sizes, runtime=req.runtime)
         if not tables:
             raise InputError(f"no --device-table covers the deployment sizes {sizes} "
-                             "(measure them with python -m dh_tune.profile_device --imgsz ...)")
+                             "(measure them with python -m dh_tune.latency --imgsz ...)")
         dropped = sorted(set(sizes) - set(tables))
         if dropped:
             _log(f"no device table for sizes {dropped}: they are left out")
@@ -83,16 +82,16 @@ def _timing_frame(dataset: str, split: str):
     """The first readable validation image and its file: the device is timed reading and pre-processing frames
     as the data stores them."""
     from ..data import load_dataset
-    from ..data.images import first_readable
+    from ..latency.frame import timing_frame
 
     ds = load_dataset(dataset)
     split = split if split in ds.splits else next(iter(ds.splits))
-    return first_readable(r.path for r in ds.splits[split][:20]) or (None, None)
+    return timing_frame(r.path for r in ds.splits[split]) or (None, None)
 
 
 def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str, tracking: Tracking | None) -> Path:
     """Train (or finish training) one model the search shares: the base, or the static reference."""
-    from ..train.run import run_training
+    from ..train.run import TrainOptions, run_training
 
     run_dir = req.out / name
     last = run_dir / "weights" / "last.pt"
@@ -107,9 +106,9 @@ def _train_once(req: SearchRequest, pipeline: Pipeline, name: str, dataset: str,
     else:
         _log(f"training the {name} model ({epochs} epochs) into {run_dir}")
         resume = None
-    outcome = run_training(pipeline, run_dir=run_dir, resume=resume, dataset=dataset, parent=tracking,
-                           ray_address=req.ray_address, track=tracking is not None,
-                           extra_tags={"search_role": name}, run_name=name)
+    outcome = run_training(pipeline, TrainOptions(run_dir=run_dir, resume=resume, dataset=dataset, parent=tracking,
+                                                  ray_address=req.ray_address, track=tracking is not None,
+                                                  extra_tags={"search_role": name}, run_name=name))
     return outcome.best
 
 
@@ -119,13 +118,14 @@ def _plain_detector(loss) -> bool:
 
 
 def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, latency: dict[int, LatencyTable],
-               static_only: bool = False) -> dict:
+               static_only: bool = False) -> TrialResult:
     """Result document of a model the search did not sample (base, static reference, --checkpoint), kept under
     OUT/reference/<role> and read back on a re-run while its checkpoint, device tables and search settings
     are unchanged."""
     from ..model.checkpoint import file_sha256
-    from .trial import evaluate_trained, loss_params, result_fields
-    from .trial_docs import write_result
+    from .space import loss_params
+    from .trial import evaluate_trained, record_scores
+    from .trial_docs import read_result, write_result
 
     folder = req.out / "reference" / role
     folder.mkdir(parents=True, exist_ok=True)
@@ -133,30 +133,26 @@ def _evaluated(req: SearchRequest, role: str, checkpoint: Path, dataset: str, la
     p = req.pipeline
     key = {"checkpoint_sha256": sha, "tables": {str(s): t.digest() for s, t in sorted(latency.items())},
            "search": p.search.model_dump(mode="json"), "budget_ms": req.budgets[0], "static_only": static_only}
-    previous = folder / "result.json"
-    if previous.is_file():
-        try:
-            doc = json.loads(previous.read_text())
-            if doc.get("key") == key and doc.get("status") == "finished":
-                return doc
-        except json.JSONDecodeError:
-            pass
+    previous = read_result(folder)
+    if previous is not None and previous.key == key and previous.finished:
+        return previous
     ckpt = load_checkpoint(checkpoint)
-    loss = checkpoint_loss(ckpt)
+    trained = CheckpointPipeline.of(ckpt)
     what = "static networks" if static_only else "thresholds"
     _log(f"scoring the {what} of the {role} model at sizes {sorted(latency)}")
-    result = evaluate_trained(checkpoint, p, dataset, latency, folder / "cache", checkpoint_eps(ckpt),
+    result = evaluate_trained(checkpoint, p, dataset, latency, folder / "cache", trained.eps,
                               static_only=static_only)
-    doc = {"trial_id": role, "role": role, "status": "finished", "checkpoint": str(checkpoint), "key": key,
-           "checkpoint_sha256": sha, "params": loss_params(loss), "loss": loss_params(loss),
-           "train_metrics": ckpt["metrics"], "cache_dir": str(folder / "cache"),
-           **result_fields(result, p.search.metric, req.budgets[0])}
+    hyperparameters = loss_params(trained.loss)  # a reference model's parameters are its whole loss section
+    doc = TrialResult(role, hyperparameters, TrialStatus.FINISHED, role=role, checkpoint=str(checkpoint), key=key,
+                      checkpoint_sha256=sha, loss=hyperparameters, train_metrics=ckpt["metrics"],
+                      cache_dir=str(folder / "cache"))
+    record_scores(doc, result, p.search.metric, req.budgets[0])
     write_result(folder, doc)
     return doc
 
 
 def _reference_docs(req: SearchRequest, dataset: str, latency: dict[int, LatencyTable], base: Path | None,
-                    tracking: Tracking | None) -> list[dict]:
+                    tracking: Tracking | None) -> list[TrialResult]:
     """The base model's profiles and the static YOLOv5 the dynamic profiles are compared with.
 
     The static YOLOv5 is the base itself when the gate loss cannot have changed its detector; otherwise
@@ -166,7 +162,7 @@ def _reference_docs(req: SearchRequest, dataset: str, latency: dict[int, Latency
     if req.imported is not None:  # a detector trained elsewhere: static as imported, its gates untrained
         doc = _evaluated(req, "static", req.imported.checkpoint, dataset, latency, static_only=True)
         ap = static_ap(req.imported, p, dataset, req.out / "reference" / "static" / "cache")
-        return [{**doc, "source": req.imported.source, "train_metrics": ap}]
+        return [replace(doc, source=req.imported.source, train_metrics=ap)]
     docs = [_evaluated(req, "base", base, dataset, latency)] if base is not None else []
     if base is None or not _plain_detector(p.train.loss):
         plain = p.with_overrides(train={"loss": {"gate_lambda": 0.0}})
@@ -235,21 +231,11 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
     if interrupted:
         _log(f"{len(interrupted)} trial(s) of an earlier, stopped search marked interrupted")
 
-    logger, uri = None, None
+    run: SafeLogger | None = None
+    uri: str | None = None
     if req.track:
-        uri = resolve_tracking_uri(req.tracking_uri)
-        # The state file names the search's MLflow run; lost with a damaged state file, it is found by its tag.
-        parent_id = state.get("parent_run_id") or _parent_run(uri, p.name, out)
-        if parent_id:
-            state["parent_run_id"] = parent_id
-            logger = SafeLogger(uri, parent_id)
-            close_stale_runs(uri, parent_id)
-        else:
-            logger = start_run(uri, p.name, f"search-{out.name}", tags={
-                "search_role": "parent", "out": str(out.resolve()), **(req.imported.tags() if req.imported else {})})
-            if logger is not None:
-                state["parent_run_id"] = logger.run_id
-    tracking = Tracking(uri, logger.run_id, experiment=p.name) if logger and uri else None
+        run, uri = _parent_run(req, state)
+    tracking = Tracking(uri, run.run_id, experiment=p.name) if run and uri else None
     state.update(pipeline=p.model_dump(mode="json"), budgets=req.budgets)
     _save_state(out, state)
     try:
@@ -257,14 +243,34 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
         _save_state(out, state)
         from .summary import finish
 
-        return finish(req, docs, inputs.latency, logger, started, state.get("concurrency"))
+        return finish(req, docs, inputs.latency, run, started, state.get("concurrency"))
     except BaseException as exc:
-        if logger is not None:
-            logger.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if run is not None:
+            run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
 
 
-def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, state: dict) -> list[dict]:
+def _parent_run(req: SearchRequest, state: dict) -> tuple[SafeLogger | None, str]:
+    """The search's MLflow run (reopened on a resume, its stale child runs closed) and the tracking URI.
+
+    The state file names the run; lost with a damaged state file, it is found by its tag."""
+    uri, p, out = resolve_tracking_uri(req.tracking_uri), req.pipeline, req.out
+    parent_id = state.get("parent_run_id") or find_run(uri, p.name, {"search_role": "parent",
+                                                                      "out": str(out.resolve())})
+    if parent_id:
+        state["parent_run_id"] = parent_id
+        closed = close_stale_runs(uri, parent_id)
+        if closed:
+            _log(f"{closed} MLflow run(s) of an earlier, stopped search marked FAILED")
+        return SafeLogger(uri, parent_id), uri
+    run = start_run(uri, p.name, f"search-{out.name}", tags={
+        "search_role": "parent", "out": str(out.resolve()), **(req.imported.tags() if req.imported else {})})
+    if run is not None:
+        state["parent_run_id"] = run.run_id
+    return run, uri
+
+
+def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, state: dict) -> list[TrialResult]:
     """Result documents of every model the search scores: the references and the distinct trials."""
     p, out, dataset, latency, plan = req.pipeline, req.out, inputs.dataset, inputs.latency, inputs.plan
     if req.checkpoint is not None or plan is None:
@@ -289,8 +295,7 @@ def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, stat
                            source=req.imported.source if req.imported is not None else None)
         from .progress import make_callback
 
-        stopping = run_outer(setup, inputs.dims, total - done, sampler=p.search.sampler, seed=p.search.seed,
-                             plan=plan, max_failures=p.ray.max_failures, first_points=p.search.first_points,
+        stopping = run_outer(setup, inputs.dims, total - done, plan,
                              callbacks=[make_callback(out, req.budgets, p.search.metric, total, done)])
         _log(stopping)
     docs = ended_trials(out)
@@ -298,7 +303,7 @@ def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, stat
                             "limited_by": plan.limited_by, "trial": plan.shape.describe(),
                             "most_at_once": most_at_once(docs)}
     if len(docs) < total:
-        _warn(f"warning: the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
+        _warn(f"the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
     return references + docs
 
 
@@ -317,45 +322,6 @@ def _plan_trials(req: SearchRequest) -> ConcurrencyPlan:
     return plan_concurrency(nodes, trial_shape(p.ray.workers, p.ray.cpus_per_worker, p.ray.gpu, nodes),
                             max(left, 1), p.search.max_concurrent)
 """Rounds of Tune trials the search runs to reach the requested number of distinct points."""
-
-
-def _parent_run(uri: str, experiment: str, out: Path) -> str | None:
-    """Id of the newest MLflow parent run of a search into `out`, or None (none, or the store unreachable)."""
-    from ..tracking import client
-
-    if "'" in str(out.resolve()):  # cannot be quoted in an MLflow filter
-        return None
-    try:
-        c = client(uri)
-        exp = c.get_experiment_by_name(experiment)
-        if exp is None:
-            return None
-        runs = c.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                             filter_string=f"tags.search_role = 'parent' and tags.out = '{out.resolve()}'")
-    except Exception:  # noqa: BLE001 - tracking never stops the search; start_run below warns once
-        return None
-    return runs[0].info.run_id if runs else None
-
-
-def close_stale_runs(uri: str, parent_run_id: str) -> int:
-    """MLflow runs of this search left RUNNING by a killed process become FAILED (the lock says no other
-    process is writing them); a resumed training reopens its own run. Returns how many were closed."""
-    from ..tracking import client
-
-    try:
-        c = client(uri)
-        parent = c.get_run(parent_run_id)
-        runs = c.search_runs([parent.info.experiment_id], max_results=1000,
-                             filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                                           "attributes.status = 'RUNNING'")
-        for run in runs:
-            c.set_terminated(run.info.run_id, "FAILED")
-    except Exception as exc:  # noqa: BLE001 - tracking never stops the search
-        _warn(f"warning: could not close interrupted MLflow runs ({first_line(exc)[:200]})")
-        return 0
-    if runs:
-        _log(f"{len(runs)} MLflow run(s) of an earlier, stopped search marked FAILED")
-    return len(runs)
 
 
 def _num_classes(dataset: str, p: Pipeline) -> int:

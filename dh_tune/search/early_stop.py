@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..pipeline import SearchSettings
+from ..pipeline import SearchConfig
+from .records import ReportedPoint, TrialResult, TrialStatus
 from .trial_docs import read_result, write_result
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def last_values(result: dict[str, Any]) -> dict[str, float]:
     return {f"last_{k}": float(result[k]) for k in LAST_VALUES if k in result}
 
 
-def asha_scheduler(search: SearchSettings, trial_epochs: int):
+def asha_scheduler(search: SearchConfig, trial_epochs: int):
     """ASHA over the front hypervolume at the pipeline's rungs, or None (no scheduler, or no rung before the
     last epoch). Returns (scheduler, one line saying what it does)."""
     es = search.early_stop
@@ -116,7 +117,8 @@ def epoch_report_callback():
     return EpochReports()
 
 
-def record_stopped(out_dir: Path, trial_id: str, result: dict[str, Any], tracking_uri: str | None) -> dict | None:
+def record_stopped(out_dir: Path, trial_id: str, result: dict[str, Any],
+                   tracking_uri: str | None) -> TrialResult | None:
     """A trial the scheduler stopped: its document becomes `pruned` with its last report, and its MLflow run
     ends KILLED, tagged pruned. Returns the document (None when the trial wrote none).
 
@@ -125,26 +127,25 @@ def record_stopped(out_dir: Path, trial_id: str, result: dict[str, Any], trackin
     """
     trial_dir = out_dir / "trials" / trial_id
     doc = read_result(trial_dir)
-    if doc is None or doc.get("status") not in ("running", "failed", "pruned"):
+    if doc is None or doc.status not in (TrialStatus.RUNNING, TrialStatus.FAILED, TrialStatus.PRUNED):
         return doc
     values = last_values(result)
-    for key in ("error", "traceback"):  # what the stop itself raised in the trial
-        doc.pop(key, None)
-    doc.update(status="pruned", ended=doc.get("ended") if doc.get("status") == "pruned" else time.time(),
-               stopped_epoch=int(result.get("epoch", 0)), last=values,
-               point={"ap": 0.0, "latency_ms": values.get("last_latency_ms", 0.0), "feasible": 0.0, "hv_ratio": 0.0})
+    doc.error = doc.traceback = None  # what the stop itself raised in the trial
+    doc.ended = doc.ended if doc.status is TrialStatus.PRUNED else time.time()
+    doc.status, doc.stopped_epoch, doc.last = TrialStatus.PRUNED, int(result.get("epoch", 0)), values
+    doc.point = ReportedPoint.nothing(values.get("last_latency_ms", 0.0))
     write_result(trial_dir, doc)
     _close_run(trial_dir, tracking_uri, values)
     return doc
 
 
-def record_lost(out_dir: Path, trial_id: str, reason: str) -> dict | None:
+def record_lost(out_dir: Path, trial_id: str, reason: str) -> TrialResult | None:
     """A trial whose process was lost more often than ray.max_failures allows: `failed`, with the reason."""
     trial_dir = out_dir / "trials" / trial_id
     doc = read_result(trial_dir)
-    if doc is None or doc.get("status") != "running":
+    if doc is None or doc.status is not TrialStatus.RUNNING:
         return doc
-    doc.update(status="failed", ended=time.time(), error=reason)
+    doc.status, doc.ended, doc.error = TrialStatus.FAILED, time.time(), reason
     write_result(trial_dir, doc)
     return doc
 
@@ -164,9 +165,9 @@ def _close_run(trial_dir: Path, tracking_uri: str | None, values: dict[str, floa
         return
     from ..tracking import SafeLogger
 
-    log = SafeLogger(tracking_uri, run_id)
-    log.tags({"pruned": "true", "stopped_epoch": str(int(values.get("last_epoch", 0)))})
-    log.end("KILLED")
+    run = SafeLogger(tracking_uri, run_id)
+    run.tags({"pruned": "true", "stopped_epoch": str(int(values.get("last_epoch", 0)))})
+    run.end("KILLED")
 
 
 def trial_end_callback(out_dir: Path, tracking_uri: str | None):

@@ -17,8 +17,9 @@ from ..data import ImageRecord
 from ..evaluate.exit_cache import build_exit_table
 from ..latency import LatencyTable, latency_stats
 from ..model import DHNet
-from .inner import Candidate, DeploymentSpace, front_hypervolume, front_of, grid_sweep, static_sweep
+from .inner import DeploymentSpace, front_hypervolume, front_of, grid_sweep, static_sweep
 from .pareto import select_for_budget
+from .records import FrontPoint
 
 REFERENCE_MARGIN = 1.05
 """The reference latency is this much above the slowest profile, so that profile still adds area."""
@@ -29,7 +30,7 @@ def reference_latency(table: LatencyTable, budget_stat: str) -> float:
     return REFERENCE_MARGIN * latency_stats(np.array([0.0, 0.0, 1.0]), table, (0.5, 0.5))[budget_stat]
 
 
-def budget_point(front: list[Candidate], metric: str, budget_ms: float) -> dict[str, float]:
+def budget_point(front: list[FrontPoint], metric: str, budget_ms: float) -> dict[str, float]:
     """The best profile of a front within the budget (AP and latency), or its fastest one with AP 0."""
     choice = select_for_budget(np.array([c.ap(metric) for c in front]),
                                np.array([c.budget_latency_ms for c in front]), budget_ms)

@@ -4,12 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .. import fsio
 from ..fsio import slug
 from ..latency import LatencyTable
 from ..model.checkpoint import file_sha256, load_checkpoint
 from ..threshold_profiles import make_profile, save_profile
+from .compare import ModelSummary
+from .records import BudgetResult, FrontPoint
 
 
 @dataclass
@@ -26,13 +29,13 @@ def budget_name(budget_ms: float) -> str:
     return f"budget-{budget_ms:g}ms.json"
 
 
-def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: str, candidate: dict, trial: dict,
-                   metric: str, table: LatencyTable, comparison: dict | None = None,
-                   confidence: dict | None = None) -> Exported:
-    """Write one profile, and copy its checkpoint beside it named by content (a copy that does not match
-    the checkpoint's SHA-256, say truncated by a kill, is copied again)."""
+def export_profile(out_dir: Path, result: BudgetResult, *, metric: str, table: LatencyTable,
+                   comparison: dict | None = None, confidence: dict | None = None) -> Exported:
+    """Write one budget's profile, and copy its checkpoint beside it named by content (a copy that does not
+    match the checkpoint's SHA-256, say truncated by a kill, is copied again)."""
     device_dir = out_dir / "profiles" / slug(table.device_name)
-    ckpt = Path(trial["checkpoint"])
+    trial, budget_ms = result.trial, result.budget_ms
+    ckpt = Path(str(trial.checkpoint))
     sha = file_sha256(ckpt)
     rel = Path("checkpoints") / f"{sha[:16]}.pt"
     target = device_dir / rel
@@ -41,15 +44,13 @@ def export_profile(out_dir: Path, *, budget_ms: float, feasible: bool, reason: s
     args = meta["model_args"]
     doc = make_profile(
         device_name=table.device_name, table_digest=table.digest(), runtime=table.runtime, budget_ms=budget_ms,
-        feasible=feasible,
-        candidate=candidate, metric=metric, hyperparameters=trial.get("params", {}),
+        feasible=result.feasible, candidate=result.candidate, metric=metric, hyperparameters=trial.params,
         checkpoint_rel=rel.as_posix(), checkpoint_sha256=sha,
         model={"scale": args["scale"], "nc": args["nc"], "names": meta.get("names", [])},
-        note=reason, extra_training={"trial_id": trial["trial_id"], **_source(meta)}, comparison=comparison,
-        confidence=confidence,
-        holdout=trial.get("holdout"), table_created_at=table.created_at)
+        note=result.reason, extra_training={"trial_id": trial.trial_id, **_source(meta)}, comparison=comparison,
+        confidence=confidence, holdout=trial.holdout, table_created_at=table.created_at)
     path = save_profile(doc, device_dir / budget_name(budget_ms))
-    return Exported(budget_ms, path, doc, reason)
+    return Exported(budget_ms, path, doc, result.reason)
 
 
 def _source(ckpt: dict) -> dict:
@@ -58,8 +59,29 @@ def _source(ckpt: dict) -> dict:
     return {"source": {**source, "names": list(ckpt.get("names", []))}} if source else {}
 
 
-def write_index(out_dir: Path, device_name: str, exported: list[Exported], front: list[dict], metric: str,
-                extra: dict | None = None) -> Path:
+@dataclass(frozen=True)
+class IndexSummary:
+    """What index.json says of the models behind the profiles: counts, each model, the static networks."""
+
+    trials: int
+    failed_trials: int
+    pruned_trials: int
+    concurrency: dict[str, Any] | None
+    optuna_vs_grid_hv_ratio: float | None
+    models: list[ModelSummary]
+    static_points: list[FrontPoint]
+    hypervolume_ref_latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"trials": self.trials, "failed_trials": self.failed_trials, "pruned_trials": self.pruned_trials,
+                "concurrency": self.concurrency, "optuna_vs_grid_hv_ratio": self.optuna_vs_grid_hv_ratio,
+                "models": [m.to_dict() for m in self.models],
+                "static_points": [p.to_dict() for p in self.static_points],
+                "hypervolume_ref_latency_ms": self.hypervolume_ref_latency_ms}
+
+
+def write_index(out_dir: Path, device_name: str, exported: list[Exported], front: list[FrontPoint], metric: str,
+                summary: IndexSummary | None = None) -> Path:
     """index.json beside the profiles: every budget with its file, feasibility, AP and latency."""
     device_dir = out_dir / "profiles" / slug(device_name)
     doc = {
@@ -69,6 +91,6 @@ def write_index(out_dir: Path, device_name: str, exported: list[Exported], front
                      "configuration": e.doc["configuration"], "comparison": e.doc.get("comparison"),
                      "ap50": e.doc["expected"]["ap50"], "ap50_95": e.doc["expected"]["ap50_95"],
                      "latency_mean_ms": e.doc["expected"]["latency_mean_ms"], "reason": e.reason} for e in exported],
-        "front": front, **(extra or {}),
+        "front": [p.to_dict() for p in front], **(summary.to_dict() if summary is not None else {}),
     }
     return fsio.write_json(device_dir / "index.json", doc)

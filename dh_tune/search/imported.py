@@ -11,7 +11,7 @@ from typing import Any
 
 from ..fsio import sha256_of, slug
 from ..messages import InputError
-from ..model.checkpoint import checkpoint_imgsz, load_checkpoint
+from ..model.checkpoint import CheckpointPipeline, load_checkpoint
 from ..pipeline import Pipeline
 from ..resources import default_search_space, packaged_file
 
@@ -75,7 +75,7 @@ def fit_pipeline(pipeline: Pipeline, base: ImportedBase, named: bool) -> Pipelin
     Gate labels (Eq. 3-5) are computed at the training size, which is the checkpoint's.
     """
     ckpt = load_checkpoint(base.checkpoint)
-    imgsz = checkpoint_imgsz(ckpt)
+    imgsz = CheckpointPipeline.of(ckpt).imgsz
     sc = pipeline.search
     search: dict[str, Any] = {"trial_epochs": sc.gate_epochs, "warm_start": True}
     if not (named and sc.deploy_imgsz):
@@ -109,12 +109,12 @@ def static_ap(base: ImportedBase, pipeline: Pipeline, dataset: str, cache_dir: P
     `python -m dh_tune.evaluate --thresholds 0 0` scores it (the number to hold against YOLOv5's own val.py)."""
     from ..data import load_dataset
     from ..evaluate.exit_cache import cached_exit_table
-    from ..model.checkpoint import checkpoint_eps, file_sha256, load_model
+    from ..model.checkpoint import file_sha256, load_model
 
     model, ckpt = load_model(base.checkpoint)
     dc = pipeline.data
     records = load_dataset(dataset, fmt=dc.format).splits[dc.val_split][: dc.val_limit]
-    table = cached_exit_table(model, file_sha256(base.checkpoint), records, dc.imgsz, eps=checkpoint_eps(ckpt),
+    table = cached_exit_table(model, file_sha256(base.checkpoint), records, dc.imgsz, eps=CheckpointPipeline.of(ckpt).eps,
                               cache_dir=cache_dir, progress=False)
     m = table.evaluate(0.0, 0.0)
     return {"ap50": float(m.ap50), "ap50_95": float(m.ap50_95), "images": float(len(records))}

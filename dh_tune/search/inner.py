@@ -7,64 +7,16 @@ networks (one, two or all heads, no gate computed) are scored at every size besi
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..evaluate.exit_table import ExitTable
-from ..gating import STATIC_NAMES, STATIC_THRESHOLDS, static_exit
+from ..gating import STATIC_THRESHOLDS
 from ..latency import BUDGET_STATS, LatencyTable, LatencyTableError, latency_stats
 from .pareto import hypervolume, pareto_front
-
-LATENCY_FIELDS = {"mean": "latency_ms", "p90": "latency_p90_ms", "p99": "latency_p99_ms"}
-"""Budget statistic -> the candidate field (and JSON key) holding it."""
-
-
-def budget_latency(point: dict[str, Any]) -> float:
-    """The latency a point's budget is compared with (points written before budget statistics: the mean)."""
-    return float(point.get("budget_latency_ms", point["latency_ms"]))
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One deployment profile and what the cache and the latency table say about it."""
-
-    imgsz: int
-    t1: float
-    t2: float
-    ap50: float
-    ap50_95: float
-    latency_ms: float
-    latency_p90_ms: float
-    exit_shares: tuple[float, float, float]
-    gate_accuracy: tuple[float, float]
-    gate_recall: tuple[float, float]
-    mean_gmacs: float
-    source: str = "grid"
-    latency_p99_ms: float = float("nan")
-    budget_stat: str = "mean"  # the latency statistic budgets are compared with
-    test: dict[str, Any] | None = None  # the same profile on the held-out test images
-
-    def ap(self, metric: str) -> float:
-        """The AP the search optimises: 'ap50' or 'ap50_95'."""
-        return self.ap50 if metric == "ap50" else self.ap50_95
-
-    @property
-    def budget_latency_ms(self) -> float:
-        """The predicted latency statistic that budgets are compared with (mean, p90 or p99)."""
-        return float(getattr(self, LATENCY_FIELDS[self.budget_stat]))
-
-    @property
-    def static_exit(self) -> int | None:
-        """1, 2 or 3 when no gate decides anything (a static network with that many heads), else None."""
-        return static_exit(self.t1, self.t2)
-
-    def to_dict(self) -> dict:
-        """Plain JSON form; `static_exit` and `heads` tell a static network from a gated profile."""
-        level = self.static_exit
-        return {**asdict(self), "static_exit": level, "heads": STATIC_NAMES[level] if level else "gated",
-                "budget_latency_ms": self.budget_latency_ms}
+from .records import LATENCY_FIELDS, FrontPoint, HeldOut
 
 
 class DeploymentSpace:
@@ -84,7 +36,7 @@ class DeploymentSpace:
         self.tables, self.latency, self.test_tables = tables, latency, test_tables or {}
         self.budget_stat = budget_stat
         self.sizes = sorted(tables)
-        self._memo: dict[tuple[int, float, float], Candidate] = {}
+        self._memo: dict[tuple[int, float, float], FrontPoint] = {}
 
     def _latency(self, imgsz: int, shares: np.ndarray, t1: float, t2: float) -> dict[str, float]:
         stats = latency_stats(shares, self.latency[imgsz], (t1, t2))
@@ -93,7 +45,7 @@ class DeploymentSpace:
                                     f"give the {self.budget_stat} latency; re-measure the device (--remeasure)")
         return stats
 
-    def evaluate(self, imgsz: int, t1: float, t2: float, source: str = "grid") -> Candidate:
+    def evaluate(self, imgsz: int, t1: float, t2: float, source: str = "grid") -> FrontPoint:
         key = (imgsz, float(t1), float(t2))
         if key not in self._memo:
             m = self.tables[imgsz].evaluate(t1, t2)
@@ -101,24 +53,25 @@ class DeploymentSpace:
             share1, share2, share3 = (float(s) for s in m.exit_shares)
             accuracy1, accuracy2 = (float(v) for v in m.gate_accuracy)
             recall1, recall2 = (float(v) for v in m.gate_recall)
-            self._memo[key] = Candidate(
+            self._memo[key] = FrontPoint(
                 imgsz, float(t1), float(t2), _num(m.ap50), _num(m.ap50_95), ms["mean"], ms["p90"],
                 (share1, share2, share3), (accuracy1, accuracy2), (recall1, recall2), m.mean_macs / 1e9, source,
                 latency_p99_ms=ms["p99"], budget_stat=self.budget_stat)
         return self._memo[key]
 
-    def held_out(self, c: Candidate) -> Candidate:
+    def held_out(self, c: FrontPoint) -> FrontPoint:
         """The candidate with what its profile gives on the held-out test images (unchanged without them)."""
         if c.imgsz not in self.test_tables:
             return c
         m = self.test_tables[c.imgsz].evaluate(c.t1, c.t2)
         ms = self._latency(c.imgsz, m.exit_shares, c.t1, c.t2)
-        test = {"ap50": _num(m.ap50), "ap50_95": _num(m.ap50_95), "exit_shares": [float(s) for s in m.exit_shares],
-                **{field_: ms[stat] for stat, field_ in LATENCY_FIELDS.items()}}
+        share1, share2, share3 = (float(s) for s in m.exit_shares)
+        test = HeldOut(_num(m.ap50), _num(m.ap50_95), (share1, share2, share3),
+                       **{field_: ms[stat] for stat, field_ in LATENCY_FIELDS.items()})
         return replace(c, test=test)
 
 
-def static_sweep(space: DeploymentSpace) -> list[Candidate]:
+def static_sweep(space: DeploymentSpace) -> list[FrontPoint]:
     """The trained network run statically at every size: P3 head only, P3+P4, all heads (no gate)."""
     return [space.evaluate(s, *STATIC_THRESHOLDS[level], "static") for s in space.sizes for level in (1, 2, 3)]
 
@@ -127,7 +80,7 @@ def _num(v: float) -> float:
     return 0.0 if v != v else float(v)  # no ground truth at all -> AP counts as 0
 
 
-def grid_sweep(space: DeploymentSpace, steps: int) -> list[Candidate]:
+def grid_sweep(space: DeploymentSpace, steps: int) -> list[FrontPoint]:
     """Every (imgsz, t1, t2) on an evenly spaced threshold grid over [0, 1]."""
     grid = np.linspace(0.0, 1.0, steps)
     return [space.evaluate(s, t1, t2, "grid") for s in space.sizes for t1 in grid for t2 in grid]
@@ -147,8 +100,9 @@ def _sampler(name: str, seed: int):
 
 
 def optuna_search(space: DeploymentSpace, n_trials: int, *, metric: str, sampler: str = "tpe",
-                  seed: int = 0) -> list[Candidate]:
-    """Multi-objective Optuna (maximise AP, minimise mean latency) over (imgsz, t1, t2)."""
+                  seed: int = 0) -> list[FrontPoint]:
+    """Multi-objective Optuna over (imgsz, t1, t2): maximise AP, minimise the budget statistic (mean, p90 or p99
+    latency, the space's `budget_stat`)."""
     import optuna
 
     optuna.logging.set_verbosity(logging.WARNING)
@@ -156,7 +110,7 @@ def optuna_search(space: DeploymentSpace, n_trials: int, *, metric: str, sampler
     for s in space.sizes:  # the static networks of every size: all heads, P3+P4, head 1 only
         for t1, t2 in STATIC_THRESHOLDS.values():
             study.enqueue_trial({"imgsz": s, "t1": t1, "t2": t2})
-    found: list[Candidate] = []
+    found: list[FrontPoint] = []
 
     def threshold(trial, name: str) -> float:
         # Sampled a little past [0, 1] and clamped: a gate that is not computed (threshold 0 or 1) is
@@ -177,16 +131,16 @@ def optuna_search(space: DeploymentSpace, n_trials: int, *, metric: str, sampler
 class InnerResult:
     """All evaluated profiles, their Pareto front, and how close Optuna's front came to the sweep's."""
 
-    candidates: list[Candidate]
-    front: list[Candidate]
+    candidates: list[FrontPoint]
+    front: list[FrontPoint]
     hv_ratio: float
-    grid_front: list[Candidate] = field(default_factory=list)
-    optuna_front: list[Candidate] = field(default_factory=list)
-    static: list[Candidate] = field(default_factory=list)
+    grid_front: list[FrontPoint] = field(default_factory=list)
+    optuna_front: list[FrontPoint] = field(default_factory=list)
+    static: list[FrontPoint] = field(default_factory=list)
     holdout: dict[str, Any] = field(default_factory=dict)  # the calibration/test split (Holdout.to_dict + indices)
 
 
-def front_of(candidates: list[Candidate], metric: str) -> list[Candidate]:
+def front_of(candidates: list[FrontPoint], metric: str) -> list[FrontPoint]:
     """The non-dominated candidates, by increasing latency."""
     if not candidates:
         return []
@@ -195,7 +149,7 @@ def front_of(candidates: list[Candidate], metric: str) -> list[Candidate]:
     return [candidates[i] for i in idx]
 
 
-def front_hypervolume(front: list[Candidate], metric: str, ref_latency: float) -> float:
+def front_hypervolume(front: list[FrontPoint], metric: str, ref_latency: float) -> float:
     """Area dominated by a front up to (ref_latency, AP 0)."""
     if not front:
         return 0.0

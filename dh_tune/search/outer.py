@@ -12,14 +12,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .cluster import TRIAL_CPU, ConcurrencyPlan
-from .space import Dimension
+from .records import TrialStatus
+from .space import Dimension, paper_point
 from .trial import TrialSetup, trainable
 from .trial_docs import ended_trials, result_docs, same_point
-
-# The paper's setting (section 3.3): trained end to end, the gate gradient flowing into the trunk, at its own
-# learning rate.
-PAPER_POINT = {"gate_lambda": 0.2, "lambda_pos_1": 0.28, "lambda_pos_2": 2.0, "eps": 4.0, "gate_trunk_grad": 1.0,
-               "lr_scale": 1.0}
 
 
 def close_interrupted_trials(storage, study_name: str) -> int:
@@ -37,21 +33,15 @@ def close_interrupted_trials(storage, study_name: str) -> int:
     return len(study.trials)
 
 
-def paper_point(dims: list[Dimension]) -> dict[str, float]:
-    """The paper's setting, restricted to the searched dimensions."""
-    names = {d.name for d in dims}
-    return {k: v for k, v in PAPER_POINT.items() if k in names}
-
-
 def points_to_evaluate(out: Path, dims: list[Dimension], first: list[dict[str, float]]) -> list[dict[str, float]]:
     """The paper's point, the pipeline's first points, then the points of trials a killed search interrupted
     (each new trial takes over its interrupted training), less those an earlier invocation already ended."""
-    tried = [d["params"] for d in ended_trials(out)]
+    tried = [d.params for d in ended_trials(out)]
     names = {d.name for d in dims}
     points = [paper_point(dims)] if len(paper_point(dims)) == len(dims) else []
     points += [{k: float(v) for k, v in p.items()} for p in first]
-    points += [{k: float(v) for k, v in d["params"].items()} for _, d in result_docs(out)
-               if d.get("status") == "interrupted" and "resumed_by" not in d and set(d["params"]) == names]
+    points += [dict(d.params) for _, d in result_docs(out)
+               if d.status is TrialStatus.INTERRUPTED and d.resumed_by is None and set(d.params) == names]
     todo: list[dict[str, float]] = []
     for p in points:
         if not any(same_point(p, q) for q in tried + todo):
@@ -59,11 +49,10 @@ def points_to_evaluate(out: Path, dims: list[Dimension], first: list[dict[str, f
     return todo
 
 
-def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sampler: str, seed: int,
-              plan: ConcurrencyPlan, max_failures: int, first_points: list[dict[str, float]] | None = None,
+def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, plan: ConcurrencyPlan,
               callbacks: list | None = None) -> str:
-    """Run n_trials new Tune trials, `plan.concurrent` at once, Optuna's study in sqlite. Returns one line on
-    early stopping."""
+    """Run n_trials new Tune trials, `plan.concurrent` at once, Optuna's study in sqlite; the sampler, its seed,
+    the first points and the retries come from the setup's pipeline. Returns one line on early stopping."""
     import optuna
     from optuna.storages import RDBStorage
     from ray import tune
@@ -73,6 +62,7 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sample
 
     out = Path(setup.out_dir)
     pipeline = Pipeline.model_validate(setup.pipeline)
+    sampler, seed = pipeline.search.sampler, pipeline.search.seed
     storage = RDBStorage(f"sqlite:///{(out / 'optuna.db').resolve()}")
     study_name = "outer"
     existing = close_interrupted_trials(storage, study_name)
@@ -81,7 +71,7 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sample
     sampler_obj = (optuna.samplers.NSGAIISampler(seed=seed) if sampler == "nsga2"
                    else optuna.samplers.RandomSampler(seed=seed) if sampler == "random"
                    else optuna.samplers.TPESampler(seed=seed, n_startup_trials=4))
-    start = points_to_evaluate(out, dims, first_points or [])
+    start = points_to_evaluate(out, dims, pipeline.search.first_points)
     searcher = optuna_search_class()(metric=["ap", "latency_ms"], mode=["max", "min"], sampler=sampler_obj,
                                      storage=storage, study_name=study_name, points_to_evaluate=start or None)
     scheduler, stopping = asha_scheduler(pipeline.search, pipeline.search.trial_epochs)
@@ -97,7 +87,7 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, *, sample
                                     max_concurrent_trials=plan.concurrent),
         run_config=tune.RunConfig(name="outer", storage_path=str((out / "ray").resolve()),
                                   # a trial whose process (or node) is lost starts again, resuming its training
-                                  failure_config=tune.FailureConfig(max_failures=max_failures), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=pipeline.ray.max_failures), verbose=0,
                                   callbacks=[ends, *(callbacks or [])]),
     )
     try:

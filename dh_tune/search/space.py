@@ -10,10 +10,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..messages import InputError
+from ..pipeline import LossConfig
 from ..yamlfile import read_yaml_mapping
 
 LOSS = ("gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad")
 KNOWN = (*LOSS, "lr_scale")
+LAMBDA_POS = ("lambda_pos_1", "lambda_pos_2")
+"""The search parameters of `train.loss.lambda_pos`, gate 1's and gate 2's."""
+
+PAPER_POINT = {"gate_lambda": 0.2, "lambda_pos_1": 0.28, "lambda_pos_2": 2.0, "eps": 4.0, "gate_trunk_grad": 1.0,
+               "lr_scale": 1.0}
+"""The paper's setting (section 3.3): trained end to end, the gate gradient flowing into the trunk, at its own
+learning rate. The outer search trains it first."""
 
 
 class SearchSpaceError(InputError):
@@ -82,16 +90,45 @@ def train_overrides(params: dict[str, Any], base_lambda_pos: tuple[float, float]
     out: dict[str, Any] = {"loss": loss}
     lp = list(base_lambda_pos)
     for k, v in params.items():
-        if k == "lambda_pos_1":
-            lp[0] = float(v)
-        elif k == "lambda_pos_2":
-            lp[1] = float(v)
+        if k in LAMBDA_POS:
+            lp[LAMBDA_POS.index(k)] = float(v)
         elif k == "lr_scale":
             out[k] = float(v)
         elif k in LOSS:
             loss[k] = float(v)
     loss["lambda_pos"] = lp
     return out
+
+
+def loss_params(loss: dict[str, Any]) -> dict[str, float]:
+    """A `train.loss` section (a pipeline's or a checkpoint's, as a dict) as search parameters: the inverse
+    of `train_overrides` on the loss keys."""
+    out = {"gate_lambda": float(loss["gate_lambda"])}
+    out.update({name: float(v) for name, v in zip(LAMBDA_POS, loss["lambda_pos"])})
+    out.update(eps=float(loss["eps"]),
+               gate_trunk_grad=float(loss.get("gate_trunk_grad", LossConfig.model_fields["gate_trunk_grad"].default)))
+    return out
+
+
+def paper_point(dims: list[Dimension]) -> dict[str, float]:
+    """The paper's setting, restricted to the searched dimensions."""
+    names = {d.name for d in dims}
+    return {k: v for k, v in PAPER_POINT.items() if k in names}
+
+
+def is_paper_point(params: dict[str, float]) -> bool:
+    """True when a trial's sampled hyperparameters are the paper's (section 3.3)."""
+    shared = [k for k in params if k in PAPER_POINT]
+    return bool(shared) and all(abs(float(params[k]) - PAPER_POINT[k]) < 1e-9 for k in shared)
+
+
+def paper_setting(gates_only: bool) -> str:
+    """The paper's setting in words, for the summary (gates-only: trained on a frozen detector, no lambda)."""
+    p = PAPER_POINT
+    loss = f"lambda_pos {p['lambda_pos_1']}/{p['lambda_pos_2']}, eps {p['eps']:g}"
+    if gates_only:
+        return f"{loss}, gates trained on the frozen detector"
+    return f"lambda {p['gate_lambda']:g}, {loss}, end to end"
 
 
 def check_points(points: list[dict[str, float]], dims: list[Dimension], where: str) -> None:

@@ -24,8 +24,9 @@ from ..pipeline import Pipeline
 from ..tracking import Tracking
 from .epoch_front import EpochFront, budget_point, report_records
 from .imported import source_tags
-from .inner import front_of, inner_search
-from .space import Dimension, train_overrides
+from .inner import InnerResult, front_of, inner_search
+from .records import ReportedPoint, TrialResult, TrialStatus
+from .space import Dimension, loss_params, train_overrides
 from .trial_docs import adopt_interrupted, ended_trials, read_result, same_point, write_result
 
 
@@ -71,14 +72,14 @@ def evaluate_trained(checkpoint: Path, pipeline: Pipeline, dataset: str, latency
 
     `static_only` scores just the static networks (a model trained without gate supervision).
     """
-    from .deploy import deployment_space
-    from .inner import InnerResult, static_sweep
+    from .deploy import EvaluationImages, deployment_space
+    from .inner import static_sweep
 
     sc, dc = pipeline.search, pipeline.data
     records, holdout = _evaluation_records(pipeline, dataset, eps)
     sizes = sc.deploy_imgsz or [dc.imgsz]
-    space = deployment_space(checkpoint, records, sizes, latency, eps=eps, cache_dir=cache_dir, progress=progress,
-                             holdout=holdout, budget_stat=sc.budget_stat)
+    space = deployment_space(checkpoint, EvaluationImages(records, holdout), sizes, latency, eps=eps,
+                             cache_dir=cache_dir, progress=progress, budget_stat=sc.budget_stat)
     if static_only:
         static = static_sweep(space)
         result = InnerResult(static, front_of(static, sc.metric), float("nan"), static=static)
@@ -103,23 +104,16 @@ def epoch_front(pipeline: Pipeline, dataset: str, latency_tables: dict[int, str]
                       sc.report_grid_steps, sc.report_every)
 
 
-def result_fields(result, metric: str, budget_ms: float) -> dict[str, Any]:
+def record_scores(doc: TrialResult, result: InnerResult, metric: str, budget_ms: float) -> None:
     """What a model's result document keeps of its inner search: front, static networks, summary point."""
-    return {"front": [c.to_dict() for c in result.front], "static": [c.to_dict() for c in result.static],
-            "hv_ratio": result.hv_ratio, "point": summarize_point(result, metric, budget_ms),
-            "evaluated": len(result.candidates), "holdout": result.holdout}
+    doc.front, doc.static, doc.hv_ratio = list(result.front), list(result.static), result.hv_ratio
+    doc.point, doc.evaluated, doc.holdout = summarize_point(result, metric, budget_ms), len(result.candidates), \
+        result.holdout
 
 
-def loss_params(loss: dict[str, Any]) -> dict[str, float]:
-    """A checkpoint's `train.loss` section as search-space parameters."""
-    return {"gate_lambda": float(loss["gate_lambda"]), "lambda_pos_1": float(loss["lambda_pos"][0]),
-            "lambda_pos_2": float(loss["lambda_pos"][1]), "eps": float(loss["eps"]),
-            "gate_trunk_grad": float(loss.get("gate_trunk_grad", 1.0))}
-
-
-def summarize_point(result, metric: str, budget_ms: float) -> dict[str, float]:
+def summarize_point(result: InnerResult, metric: str, budget_ms: float) -> ReportedPoint:
     """The (AP, latency) a trial reports: its best profile within the budget, or its fastest one."""
-    return {**budget_point(result.front, metric, budget_ms), "hv_ratio": float(result.hv_ratio)}
+    return ReportedPoint(**budget_point(result.front, metric, budget_ms), hv_ratio=float(result.hv_ratio))
 
 
 def gates_only(base: Pipeline, params: dict[str, float], setup: TrialSetup) -> bool:
@@ -158,7 +152,7 @@ def _resume_from(train_dir: Path, epochs: int) -> tuple[Path | None, bool]:
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
-              callbacks: list | None = None) -> dict[str, Any]:
+              callbacks: list | None = None) -> TrialResult:
     """Train with the sampled hyperparameters, then search its thresholds; the trial's result document.
 
     A failure is recorded (status failed, with its reason) and returned, never raised: Tune retries only trials
@@ -166,96 +160,101 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
     """
     import ray.tune
 
-    from ..train.run import TrainOutcome, read_run, run_training
-
     trial_id = ray.tune.get_context().get_trial_id()
     trial_dir = Path(setup.out_dir) / "trials" / trial_id
     trial_dir.mkdir(parents=True, exist_ok=True)
     params = trial_params(config, dims)
     base = Pipeline.model_validate(setup.pipeline)
     before = read_result(trial_dir)
-    doc: dict[str, Any] = {"trial_id": trial_id, "params": params, "status": "running", "started": time.time(),
-                           "attempt": int(before.get("attempt", 1)) + 1 if before else 1, "pid": os.getpid()}
+    doc = TrialResult(trial_id, params, TrialStatus.RUNNING, started=time.time(),
+                      attempt=(before.attempt or 1) + 1 if before else 1, pid=os.getpid())
     earlier = next((d for d in ended_trials(Path(setup.out_dir))
-                    if d["trial_id"] != trial_id and same_point(d["params"], params)), None)
+                    if d.trial_id != trial_id and same_point(d.params, params)), None)
     if earlier is not None:  # the sampler drew a point already trained: report its result, train nothing
-        doc.update(status="duplicate", duplicate_of=earlier["trial_id"], ended=time.time(),
-                   point=earlier.get("point") or {"ap": 0.0, "latency_ms": 0.0, "feasible": 0.0, "hv_ratio": 0.0})
+        doc.status, doc.duplicate_of, doc.ended = TrialStatus.DUPLICATE, earlier.trial_id, time.time()
+        doc.point = earlier.point or ReportedPoint.nothing()
         write_result(trial_dir, doc)
         return doc
-    adopted = adopt_interrupted(Path(setup.out_dir), trial_dir, params)
-    if adopted:  # a killed search left this point's training part-way: go on from its last checkpoint
-        doc["resumed_from"] = adopted
+    doc.resumed_from = adopt_interrupted(Path(setup.out_dir), trial_dir, params)  # go on from a killed training
     write_result(trial_dir, doc)
     try:
-        pipeline = trial_pipeline(base, params, setup)
-        doc["loss"] = loss_params(pipeline.train.loss.model_dump())
-        train_dir = trial_dir / "train"
-        resume, trained = _resume_from(train_dir, pipeline.train.epochs)
-        if trained:
-            ckpt = load_checkpoint(train_dir / "weights" / "last.pt")
-            outcome = TrainOutcome(train_dir, train_dir / "weights" / "last.pt", train_dir / "weights" / "best.pt",
-                                   ckpt["metrics"], read_run(train_dir).get("mlflow_run_id"))
-        else:
-            outcome = run_training(
-                pipeline, run_dir=train_dir, resume=resume, dataset=setup.dataset, parent=setup.tracking,
-                init_checkpoint=setup.base_checkpoint, track=setup.tracking is not None,
-                extra_tags={"trial_id": trial_id, "search_role": "trial", "freeze": pipeline.train.freeze,
-                            **source_tags(setup.source)}, run_name=f"trial-{trial_id}",
-                tune_callbacks=callbacks, failure_status=lambda _: _stopped_or_failed(trial_dir),
-                epoch_scorer=epoch_front(pipeline, setup.dataset, setup.latency_tables, setup.budget_ms))
-        latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
-        result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
-                                  pipeline.train.loss.eps, progress=False)
-        doc.update(status="finished", checkpoint=str(outcome.best), train_metrics=outcome.metrics,
-                   freeze=pipeline.train.freeze, **({"source": setup.source} if setup.source else {}),
-                   mlflow_run_id=outcome.mlflow_run_id, cache_dir=str(trial_dir / "cache"),
-                   **result_fields(result, pipeline.search.metric, setup.budget_ms))
-        _log_front(setup, outcome.mlflow_run_id, trial_dir, doc, result.hv_ratio)
+        _train_and_score(doc, base, setup, trial_dir, callbacks)
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         from ..ray_setup import ray_failure
 
         lost = ray_failure(exc, f"more often than ray.max_failures ({base.ray.max_failures}) allows")
-        doc.update(status="failed", error=lost or f"{type(exc).__name__}: {first_line(exc)}",
-                   traceback=traceback.format_exc()[-4000:])
-    doc["ended"] = time.time()
+        doc.status, doc.error = TrialStatus.FAILED, lost or f"{type(exc).__name__}: {first_line(exc)}"
+        doc.traceback = traceback.format_exc()[-4000:]
+    doc.ended = time.time()
     now = read_result(trial_dir)
-    if now is not None and now.get("status") == "pruned":  # stopped by the scheduler while it finished an epoch
+    if now is not None and now.status is TrialStatus.PRUNED:  # stopped by the scheduler while it finished an epoch
         return now
     write_result(trial_dir, doc)
     return doc
+
+
+def _train_and_score(doc: TrialResult, base: Pipeline, setup: TrialSetup, trial_dir: Path,
+                     callbacks: list | None) -> None:
+    """Train the trial's model (or read back its finished training), score it and record it in `doc`."""
+    from ..train.run import TrainOptions, TrainOutcome, read_run, run_training
+
+    trial_id = doc.trial_id
+    pipeline = trial_pipeline(base, doc.params, setup)
+    doc.loss = loss_params(pipeline.train.loss.model_dump())
+    train_dir = trial_dir / "train"
+    resume, trained = _resume_from(train_dir, pipeline.train.epochs)
+    if trained:
+        ckpt = load_checkpoint(train_dir / "weights" / "last.pt")
+        outcome = TrainOutcome(train_dir, train_dir / "weights" / "last.pt", train_dir / "weights" / "best.pt",
+                               ckpt["metrics"], read_run(train_dir).get("mlflow_run_id"))
+    else:
+        outcome = run_training(pipeline, TrainOptions(
+            run_dir=train_dir, resume=resume, dataset=setup.dataset, parent=setup.tracking,
+            init_checkpoint=setup.base_checkpoint, track=setup.tracking is not None,
+            extra_tags={"trial_id": trial_id, "search_role": "trial", "freeze": pipeline.train.freeze,
+                        **source_tags(setup.source)}, run_name=f"trial-{trial_id}",
+            tune_callbacks=callbacks, failure_status=lambda _: _stopped_or_failed(trial_dir),
+            epoch_scorer=epoch_front(pipeline, setup.dataset, setup.latency_tables, setup.budget_ms)))
+    latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
+    result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
+                              pipeline.train.loss.eps, progress=False)
+    doc.status, doc.checkpoint, doc.train_metrics = TrialStatus.FINISHED, str(outcome.best), outcome.metrics
+    doc.freeze, doc.source, doc.mlflow_run_id = pipeline.train.freeze, setup.source or None, outcome.mlflow_run_id
+    doc.cache_dir = str(trial_dir / "cache")
+    record_scores(doc, result, pipeline.search.metric, setup.budget_ms)
+    _log_front(setup, outcome.mlflow_run_id, trial_dir, doc, result.hv_ratio)
 
 
 def _stopped_or_failed(trial_dir: Path) -> str:
     """How a trial's MLflow run ends when its training raised: KILLED when the scheduler stopped it (the search
     marked it pruned before stopping it: the error is the stop reaching the training), else FAILED."""
     doc = read_result(trial_dir)
-    return "KILLED" if doc is not None and doc.get("status") == "pruned" else "FAILED"
+    return "KILLED" if doc is not None and doc.status is TrialStatus.PRUNED else "FAILED"
 
 
-def _log_front(setup: TrialSetup, run_id: str | None, trial_dir: Path, doc: dict[str, Any], hv_ratio: float) -> None:
+def _log_front(setup: TrialSetup, run_id: str | None, trial_dir: Path, doc: TrialResult, hv_ratio: float) -> None:
     """The trial's MLflow run gets its budget point and its front (as front.json)."""
     from .. import fsio
 
-    if not run_id or setup.tracking is None:
+    if not run_id or setup.tracking is None or doc.point is None:
         return
-    point = doc["point"]
-    log = Tracking(setup.tracking.uri, run_id).logger()
-    log.metrics({"front_hv_ratio": hv_ratio, "point_ap": point["ap"], "point_latency_ms": point["latency_ms"]}, step=0)
-    fsio.write_json(trial_dir / "front.json", doc["front"])
-    log.artifact(trial_dir / "front.json")
+    run = Tracking(setup.tracking.uri, run_id).logger()
+    run.metrics({"front_hv_ratio": hv_ratio, "point_ap": doc.point.ap, "point_latency_ms": doc.point.latency_ms},
+                step=0)
+    fsio.write_json(trial_dir / "front.json", [c.to_dict() for c in doc.front or []])
+    run.artifact(trial_dir / "front.json")
 
 
-def final_result(doc: dict[str, Any]) -> dict[str, Any]:
+def final_result(doc: TrialResult) -> dict[str, Any]:
     """A trial's last Tune report: its objectives, how it ended, and `final` (what tells it from an epoch's)."""
-    point = doc.get("point") or {"ap": 0.0, "latency_ms": 0.0, "feasible": 0.0, "hv_ratio": 0.0}
-    metrics = doc.get("train_metrics") or {}
-    out = {"final": 1.0, "status": doc["status"], "ap": float(point["ap"]), "latency_ms": float(point["latency_ms"]),
-           "feasible": float(point["feasible"]), "hv_ratio": float(point.get("hv_ratio", float("nan")))}
+    point = doc.point or ReportedPoint.nothing()
+    metrics = doc.train_metrics or {}
+    out: dict[str, Any] = {"final": 1.0, "status": doc.status.value, "ap": point.ap, "latency_ms": point.latency_ms,
+                           "feasible": point.feasible, "hv_ratio": point.hv_ratio}
     if "front_hv" in metrics:
         out["front_hv"] = float(metrics["front_hv"])
-    if doc.get("error"):
-        out["error"] = str(doc["error"])[:500]
+    if doc.error:
+        out["error"] = str(doc.error)[:500]
     return {k: v for k, v in out.items() if not (isinstance(v, float) and np.isnan(v))}
 
 

@@ -10,32 +10,40 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 from .. import fsio
 from ..messages import first_line
+from .records import ENDED, TrialResult, TrialStatus
 
 logger = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-ENDED = ("finished", "failed", "pruned")
-"""Statuses of a trial that counts towards the search's trials: its point is not drawn again."""
 
 
-def write_result(trial_dir: Path, doc: dict[str, Any]) -> None:
-    fsio.write_json(trial_dir / RESULT_FILE, doc)
+def write_result(trial_dir: Path, doc: TrialResult) -> None:
+    fsio.write_json(trial_dir / RESULT_FILE, doc.to_dict())
 
 
-def read_result(trial_dir: Path) -> dict[str, Any] | None:
+def _parse(text: str) -> TrialResult | None:
+    """The result document in `text`, or None when it is JSON but not a result (no params, unknown status)."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        return None
+    try:
+        return TrialResult.from_dict(doc)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_result(trial_dir: Path) -> TrialResult | None:
     """A trial's result document, or None when it has none (or an unreadable one)."""
     f = trial_dir / RESULT_FILE
     if not f.is_file():
         return None
     try:
-        doc = json.loads(fsio.read_text(f, "trial result"))
+        return _parse(fsio.read_text(f, "trial result"))
     except (ValueError, OSError):
         return None
-    return doc if isinstance(doc, dict) else None
 
 
 def same_point(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -44,48 +52,48 @@ def same_point(a: dict[str, float], b: dict[str, float]) -> bool:
                                         for k in a)
 
 
-def result_docs(out_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+def result_docs(out_dir: Path) -> list[tuple[Path, TrialResult]]:
     """Every trial's result document, oldest first; an unreadable one is reported and skipped."""
     docs = []
     for f in (Path(out_dir) / "trials").glob(f"*/{RESULT_FILE}"):
         try:
-            doc = json.loads(fsio.read_text(f, "trial result"))
+            doc = _parse(fsio.read_text(f, "trial result"))
         except (ValueError, OSError) as exc:
-            logger.warning("[search] %s: unreadable trial result (%s); the trial is run again", f, first_line(exc))
+            logger.warning("%s: unreadable trial result (%s); the trial is run again", f, first_line(exc))
             continue
-        if isinstance(doc, dict) and isinstance(doc.get("params"), dict):
+        if doc is not None:
             docs.append((f, doc))
-    return sorted(docs, key=lambda fd: (float(fd[1].get("started", 0.0)), fd[1].get("trial_id", "")))
+    return sorted(docs, key=lambda fd: (float(fd[1].started or 0.0), fd[1].trial_id))
 
 
-def ended_trials(out_dir: Path) -> list[dict[str, Any]]:
+def ended_trials(out_dir: Path) -> list[TrialResult]:
     """Result documents of every distinct point that finished, was pruned or failed (across invocations).
 
     A point tried twice counts once (the first result); a trial still marked running was interrupted.
     """
-    docs: list[dict[str, Any]] = []
+    docs: list[TrialResult] = []
     for _, doc in result_docs(out_dir):
-        if doc.get("status") in ENDED and not any(same_point(d["params"], doc["params"]) for d in docs):
+        if doc.status in ENDED and not any(same_point(d.params, doc.params) for d in docs):
             docs.append(doc)
     return docs
 
 
-def mark_interrupted(out_dir: Path) -> list[dict[str, Any]]:
+def mark_interrupted(out_dir: Path) -> list[TrialResult]:
     """Trials a killed search left `running` become `interrupted` (they are not counted; their point may be
     drawn again). Call only while holding the search folder's lock. Returns the documents changed."""
     changed = []
     for f, doc in result_docs(out_dir):
-        if doc.get("status") == "running":
-            doc.update(status="interrupted", error="the search stopped while this trial ran")
+        if doc.status is TrialStatus.RUNNING:
+            doc.status, doc.error = TrialStatus.INTERRUPTED, "the search stopped while this trial ran"
             write_result(f.parent, doc)
             changed.append(doc)
     return changed
 
 
-def most_at_once(docs: list[dict[str, Any]]) -> int:
+def most_at_once(docs: list[TrialResult]) -> int:
     """The most trials that ran at the same time, from their documents' `started` and `ended` times."""
-    events = sorted((t, step) for d in docs if "started" in d and "ended" in d
-                    for t, step in ((float(d["started"]), 1), (float(d["ended"]), -1)))
+    events = sorted((t, step) for d in docs if d.started is not None and d.ended is not None
+                    for t, step in ((float(d.started), 1), (float(d.ended), -1)))
     running = peak = 0
     for _, step in events:  # at equal times an end (-1) sorts before a start: touching intervals do not overlap
         running += step
@@ -104,10 +112,10 @@ def adopt_interrupted(out_dir: Path, trial_dir: Path, params: dict[str, float]) 
         return None
     for f, doc in result_docs(out_dir):
         source = f.parent / "train"
-        if (doc.get("status") == "interrupted" and f.parent != trial_dir and same_point(doc["params"], params)
+        if (doc.status is TrialStatus.INTERRUPTED and f.parent != trial_dir and same_point(doc.params, params)
                 and (source / "weights" / "last.pt").is_file()):
             source.rename(target)
-            doc["resumed_by"] = trial_dir.name
+            doc.resumed_by = trial_dir.name
             write_result(f.parent, doc)
-            return str(doc["trial_id"])
+            return doc.trial_id
     return None

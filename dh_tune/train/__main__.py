@@ -60,11 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(args: argparse.Namespace) -> int:
     """Train as the arguments say and print the result and where the checkpoints are."""
-    from .run import run_training
+    from .run import TrainOptions, run_training
 
     pipeline = build_pipeline(args)
-    outcome = run_training(pipeline, run_dir=args.out, resume=args.resume, dataset=args.data,
-                           tracking_uri=args.tracking_uri, ray_address=args.ray_address, use_ray=not args.no_ray)
+    options = TrainOptions(run_dir=args.out, resume=args.resume, dataset=args.data, tracking_uri=args.tracking_uri,
+                           ray_address=args.ray_address, use_ray=not args.no_ray)
+    outcome = run_training(pipeline, options)
     m = outcome.metrics
     print(f"done: AP50 {m.get('ap50', float('nan')):.3f}  AP50:95 {m.get('ap50_95', float('nan')):.3f}  "
           f"gate acc {m.get('gate1_acc', float('nan')):.3f}/{m.get('gate2_acc', float('nan')):.3f}\n"

@@ -24,9 +24,9 @@ from ..data.gate_labels import gate_targets
 from ..loss import gate_loss
 from ..model import DHNet
 from ..model.gate import Gate
-from ..pipeline import LossSettings, Pipeline, TrainConfig
+from ..pipeline import LossConfig, Pipeline, TrainConfig
 from .ema import ModelEMA
-from .schedule import apply_schedule, make_optimizer
+from .schedule import Schedule, apply_schedule, make_optimizer
 from .validate import cumulative_bn, gate_fitness, gate_metrics, validate
 
 logger = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ def gate_validation(pipeline: Pipeline, records: list[ImageRecord], run: GateRun
     return GateValidation(loader, features, carried)
 
 
-def _step(run: GateRun, batch: Batch, ls: LossSettings, where: str) -> Tensor:
+def _step(run: GateRun, batch: Batch, ls: LossConfig, where: str) -> Tensor:
     """One optimiser step on lambda * L_gate (Eq. 14-15) times the batch size, as DHLoss scales it; returns L_gate."""
     p3, p4, labels = batch
     with torch.autocast(p3.device.type, enabled=run.scaler.is_enabled()):
@@ -297,11 +297,9 @@ def train_epoch(run: GateRun, tc: TrainConfig, epoch: int) -> dict[str, float]:
     """Train the gates for one epoch; the epoch's loss metrics (box/obj/cls 0: no detection loss is computed)."""
     run.heads.train()  # the gates; the detector's layers stay in eval mode (gate_inputs)
     order = epoch_order(len(run.train.indices), run.train.batch, tc.seed, epoch)
-    total, lr = 0.0, tc.lr0
+    total, lr, schedule = 0.0, tc.lr0, Schedule.of(tc)
     for it, batch in enumerate(run.train.batches(run.model, order)):
-        lr = apply_schedule(run.optimizer, epoch=epoch, it=it, iters_per_epoch=len(order), epochs=tc.epochs,
-                            lr0=tc.lr0 * tc.lr_scale, lrf=tc.lrf, momentum=tc.momentum,
-                            warmup_epochs=tc.warmup_epochs, warmup_bias_lr=tc.warmup_bias_lr * tc.lr_scale)
+        lr = apply_schedule(run.optimizer, schedule, epoch=epoch, it=it, iters_per_epoch=len(order))
         total += float(_step(run, batch, tc.loss, f"epoch {epoch + 1}, iteration {it + 1}"))
     gate = total / max(len(order), 1)
     return {"box": 0.0, "obj": 0.0, "cls": 0.0, "gate": gate, "loss": tc.loss.gate_lambda * gate, "lr": lr,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,24 +15,14 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
-from ..data import DetectionDataset, collate
-from ..data.gate_labels import gate_targets
-from ..loss import DHLoss
 from ..model import DHNet
 from ..model.checkpoint import model_args, save_checkpoint
-from ..pipeline import Pipeline
-from . import gates_only
+from ..pipeline import Pipeline, TrainConfig
+from . import full_run, gates_only
 from .data_setup import Splits, load_splits
 from .ema import ModelEMA
-from .epoch_hooks import EpochEnd, epoch_hooks
-from .gradients import clip_gradients
-from .schedule import apply_schedule, make_optimizer
-from .validate import fitness, precise_bn, validate
+from .epoch_hooks import EpochEnd, EpochHook, epoch_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +60,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _make_loader(ds, batch: int, ctx: RunContext, seed: int, shuffle: bool, workers: int) -> DataLoader:
-    sampler: DistributedSampler = DistributedSampler(ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=seed,
-                                 drop_last=False)
-    return DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=collate, num_workers=workers,
-                      pin_memory=ctx.device.type == "cuda")
-
-
 def restore_state(state: dict[str, Any], model: torch.nn.Module, ema: ModelEMA | None, optimizer,
                   scaler) -> tuple[int, float, list]:
     """Load a checkpoint to resume from; returns (first epoch to train, best fitness, history)."""
@@ -89,6 +71,27 @@ def restore_state(state: dict[str, Any], model: torch.nn.Module, ema: ModelEMA |
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     return int(state["epoch"]) + 1, float(state.get("best_fitness", -1.0)), list(state.get("history", []))
+
+
+def begin(tc: TrainConfig, ctx: RunContext) -> list[EpochHook]:
+    """Every run's start on this rank: its epoch hooks, then the run's seed and thread count."""
+    hooks = epoch_hooks()
+    seed_everything(tc.seed + ctx.rank)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    return hooks
+
+
+def resume(ctx: RunContext, record: EpochRecord, model: torch.nn.Module, ema: ModelEMA | None,
+           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> int:
+    """Load the state the context resumes from (if any) into the run and its record, and move the EMA to the
+    run's device; returns the first epoch to train."""
+    start_epoch = 0
+    if ctx.resume_state is not None:
+        start_epoch, record.best_fit, record.history = restore_state(ctx.resume_state, model, ema, optimizer, scaler)
+    if ema is not None:
+        ema.ema.to(ctx.device)
+    return start_epoch
 
 
 def epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
@@ -184,10 +187,7 @@ def train_gates_only(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | No
     Run folder, checkpoints, reports and hooks are train_loop's; a resumed run equals an uninterrupted one.
     """
     tc = pipeline.train
-    hooks = epoch_hooks()
-    seed_everything(tc.seed + ctx.rank)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    hooks = begin(tc, ctx)
     splits = load_splits(pipeline, dataset_spec)
     model = init_model(pipeline, ctx, len(splits.names))
     if ctx.init_state is None and ctx.resume_state is None and not pipeline.model.init_from:
@@ -196,12 +196,7 @@ def train_gates_only(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | No
     budget = gates_only.CacheBudget.of(pipeline, model)
     run = gates_only.setup(pipeline, model, splits.train, ctx, budget)
     record = EpochRecord(ctx, run_entries(pipeline, ctx, splits, model))
-    start_epoch = 0
-    if ctx.resume_state is not None:
-        start_epoch, record.best_fit, record.history = restore_state(ctx.resume_state, model, run.ema, run.optimizer,
-                                                                     run.scaler)
-    if run.ema is not None:
-        run.ema.ema.to(ctx.device)
+    start_epoch = resume(ctx, record, model, run.ema, run.optimizer, run.scaler)
     metrics: dict[str, float] = record.history[-1] if record.history else {}
     checking = None if ctx.rank else gates_only.gate_validation(pipeline, splits.val, run, budget, metrics)
     for epoch in range(start_epoch, tc.epochs):
@@ -220,93 +215,46 @@ def train_gates_only(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | No
     return metrics
 
 
+def prepare_full_run(pipeline: Pipeline, ctx: RunContext,
+                     splits: Splits) -> tuple[full_run.FullRun, EpochRecord, int]:
+    """This rank's parts of a full run, resumed when the context says; also the epoch record and first epoch."""
+    data = full_run.batches(pipeline, ctx, splits)
+    model = init_model(pipeline, ctx, len(splits.names))
+    opt = full_run.updates(pipeline.train, model, ctx.device)
+    record = EpochRecord(ctx, run_entries(pipeline, ctx, splits, model))
+    start_epoch = resume(ctx, record, model, opt.ema, opt.optimizer, opt.scaler)
+    return full_run.assemble(pipeline, model, opt, data, ctx), record, start_epoch
+
+
+def validate_and_save(run: full_run.FullRun, tc: TrainConfig, ctx: RunContext, record: EpochRecord, epoch: int,
+                      metrics: dict[str, float], times: tuple[float, float, int]) -> Path:
+    """Rank 0 after a full epoch: validation, the scorer's numbers and the timings, then the checkpoints (their
+    folder is returned); times as finish_metrics takes them."""
+    eval_model = full_run.validate_epoch(run, tc, metrics)
+    finish_metrics(ctx, eval_model, metrics, epoch, tc.epochs, times)
+    opt = run.updates
+    return record.save(epoch, metrics, weight_entries(run.model, opt.ema, opt.optimizer, opt.scaler, opt.amp))
+
+
 def train_loop(pipeline: Pipeline, ctx: RunContext, dataset_spec: str | None = None) -> dict[str, float]:
     """Train a DH-Net as the pipeline says; returns the last epoch's metrics.
 
     After every epoch (and its report) the hooks named by $DH_TUNE_EPOCH_HOOKS run (epoch_hooks).
     With `train.freeze: detector` only the gates train, on the frozen detector (train_gates_only).
     """
-    tc, dc = pipeline.train, pipeline.data
+    tc = pipeline.train
     if tc.freeze == "detector":
         return train_gates_only(pipeline, ctx, dataset_spec)
-    hooks = epoch_hooks()
-    seed_everything(tc.seed + ctx.rank)
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
-    device, main = ctx.device, ctx.rank == 0
-
+    hooks = begin(tc, ctx)
     splits = load_splits(pipeline, dataset_spec)
-    train_ds = DetectionDataset(splits.train, dc.imgsz, augment=True, hyp=tc.augment,
-                                cache_images=dc.cache_images)
-    val_ds = DetectionDataset(splits.val, dc.imgsz, augment=False, cache_images=dc.cache_images)
-    per_rank = max(tc.batch_size // ctx.world_size, 1)
-    train_loader = _make_loader(train_ds, per_rank, ctx, tc.seed, True, dc.loader_workers)
-    train_sampler = train_loader.sampler
-    assert isinstance(train_sampler, DistributedSampler)
-    val_loader = DataLoader(val_ds, batch_size=per_rank * 2, collate_fn=collate, num_workers=dc.loader_workers)
-
-    model = init_model(pipeline, ctx, len(splits.names))
-    optimizer = make_optimizer(model, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay)
-    use_amp = tc.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
-    ema = ModelEMA(model) if tc.ema else None
-    record = EpochRecord(ctx, run_entries(pipeline, ctx, splits, model))
-    start_epoch = 0
-    if ctx.resume_state is not None:
-        start_epoch, record.best_fit, record.history = restore_state(ctx.resume_state, model, ema, optimizer, scaler)
-    if ema is not None:
-        ema.ema.to(device)
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ctx.world_size > 1 and dist.is_initialized() else model
-    ls = tc.loss
-    criterion = DHLoss(model.nc, model.anchors_px.detach().cpu(), model.strides, dc.imgsz, ls)
-    anchors_cpu = model.anchors_px.detach().cpu()
+    run, record, start_epoch = prepare_full_run(pipeline, ctx, splits)
     metrics: dict[str, float] = record.history[-1] if record.history else {}
-    nb = len(train_loader)
-
     for epoch in range(start_epoch, tc.epochs):
         t0 = time.time()
-        net.train()
-        train_sampler.set_epoch(epoch)
         # Augmentation draws from torch's generator: reseeding per epoch makes a resumed run identical.
         seed_everything(tc.seed + 1000 * epoch + ctx.rank)
-        sums = torch.zeros(5)
-        bar = tqdm(train_loader, total=nb, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-                   disable=not (main and sys.stderr.isatty()))
-        lr = tc.lr0
-        for it, (images, targets, _) in enumerate(bar):
-            lr = apply_schedule(optimizer, epoch=epoch, it=it, iters_per_epoch=nb, epochs=tc.epochs,
-                                lr0=tc.lr0 * tc.lr_scale, lrf=tc.lrf, momentum=tc.momentum,
-                                warmup_epochs=tc.warmup_epochs, warmup_bias_lr=tc.warmup_bias_lr * tc.lr_scale)
-            x = images.to(device, non_blocking=True).float() / 255
-            gl = gate_targets(targets[:, 4:6], targets[:, 0].long(), images.shape[0], anchors_cpu, ls.eps)
-            with torch.autocast(device.type, enabled=use_amp):
-                maps, logits = net(x, gate_trunk_grad=ls.gate_trunk_grad)
-            loss, items = criterion([m.float() for m in maps], logits.float(), targets.to(device), gl.to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, iteration {it + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            clip_gradients(model)
-            scaler.step(optimizer)
-            scaler.update()
-            if ema is not None:
-                ema.update(model)
-            sums += torch.stack([items[k].detach().cpu().float() for k in ("box", "obj", "cls", "gate", "total")])
-            bar.set_postfix(loss=f"{float(items['total']):.3f}")
-        train_time = time.time() - t0
-        means = (sums / max(nb, 1)).tolist()
-        metrics = dict(zip(("box", "obj", "cls", "gate", "loss"), means))
-        metrics.update(lr=lr, epoch=epoch + 1)
-        ckpt_dir = None
-        if main:
-            eval_model = ema.ema if ema is not None else model
-            assert isinstance(eval_model, DHNet)  # the EMA is a copy of the model
-            precise_bn(eval_model, train_loader, device, tc.precise_bn_batches)
-            metrics.update(validate(eval_model, val_loader, device, eps=ls.eps, amp=use_amp))
-            metrics["fitness"] = fitness(metrics)
-            finish_metrics(ctx, eval_model, metrics, epoch, tc.epochs, (t0, train_time, len(train_ds)))
-            ckpt_dir = record.save(epoch, metrics, weight_entries(model, ema, optimizer, scaler, use_amp))
-        end_epoch(ctx, hooks, epoch, metrics, ckpt_dir, model)
+        metrics = full_run.train_epoch(run, tc, epoch, progress=ctx.rank == 0)
+        times = (t0, time.time() - t0, run.batches.images)
+        ckpt_dir = validate_and_save(run, tc, ctx, record, epoch, metrics, times) if ctx.rank == 0 else None
+        end_epoch(ctx, hooks, epoch, metrics, ckpt_dir, run.model)
     return metrics

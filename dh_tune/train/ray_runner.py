@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,21 @@ from ..tracking import Tracking
 from .loop import EpochScorer, RunContext, train_loop
 
 
-def _epoch_logger(tracking: Tracking | None):
-    """Where rank 0 logs each epoch's metrics: the run's SafeLogger, or nowhere without tracking."""
+@dataclass(frozen=True)
+class FitOptions:
+    """What a run's workers start from besides the pipeline: run folder, dataset, the checkpoints to resume or
+    start from, the MLflow run to log epochs into and the epoch scorer (each picklable: Ray ships them)."""
+
+    run_dir: Path
+    dataset: str | None = None
+    resume_from: str | None = None  # a last.pt to continue
+    init_checkpoint: str | None = None  # a dh-tune checkpoint to start from (warm start)
+    tracking: Tracking | None = None
+    epoch_scorer: EpochScorer | None = None
+
+
+def _epoch_metrics_sink(tracking: Tracking | None) -> Callable[[dict[str, float], int], None] | None:
+    """Where rank 0 logs each epoch's metrics: the MLflow run's metrics, or nowhere without tracking."""
     return tracking.logger().metrics if tracking is not None else None
 
 
@@ -56,15 +71,19 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
     init_state = load_checkpoint(config["init_checkpoint"]) if config.get("init_checkpoint") else None
     run_ctx = RunContext(run_dir=Path(config["run_dir"]), rank=rank, world_size=world, device=device,
                          report=report, resume_state=resume_state, init_state=init_state,
-                         log_metrics=_epoch_logger(config["tracking"]) if rank == 0 else None,
+                         log_metrics=_epoch_metrics_sink(config["tracking"]) if rank == 0 else None,
                          epoch_scorer=config.get("epoch_scorer"))
     train_loop(pipeline, run_ctx, config.get("dataset"))
 
 
-def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
-                 init_checkpoint: str | None = None,
-                 tracking: Tracking | None = None, callbacks: list | None = None, name: str = "train",
-                 epoch_scorer: EpochScorer | None = None):
+def _worker_config(pipeline: Pipeline, fit: FitOptions) -> dict[str, Any]:
+    """The `train_loop_config` every Ray Train worker gets: the pipeline as JSON and the fit options."""
+    return {"pipeline": pipeline.model_dump(mode="json"), "run_dir": str(fit.run_dir), "dataset": fit.dataset,
+            "resume_from": fit.resume_from, "init_checkpoint": fit.init_checkpoint, "tracking": fit.tracking,
+            "epoch_scorer": fit.epoch_scorer}
+
+
+def fit_with_ray(pipeline: Pipeline, fit: FitOptions, *, callbacks: list | None = None, name: str = "train"):
     """Run the training on Ray Train workers; returns Ray's Result (raises on final failure)."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -73,13 +92,11 @@ def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resu
     resources: dict[str, float] = {"CPU": rc.cpus_per_worker}
     if rc.gpu:
         resources["GPU"] = 1
-    config = {"pipeline": pipeline.model_dump(mode="json"), "run_dir": str(run_dir), "dataset": dataset,
-              "resume_from": resume_from, "init_checkpoint": init_checkpoint, "tracking": tracking, "epoch_scorer": epoch_scorer}
     trainer = TorchTrainer(
         ray_worker_loop,
-        train_loop_config=config,
+        train_loop_config=_worker_config(pipeline, fit),
         scaling_config=ScalingConfig(num_workers=rc.workers, use_gpu=rc.gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=str((run_dir / "ray").resolve()),
+        run_config=RunConfig(name=name, storage_path=str((fit.run_dir / "ray").resolve()),
                              failure_config=FailureConfig(max_failures=rc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2),
                              logging_config=LoggingConfig(log_level="WARNING"), callbacks=callbacks),
@@ -87,13 +104,11 @@ def fit_with_ray(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resu
     return trainer.fit()
 
 
-def fit_local(pipeline: Pipeline, run_dir: Path, *, dataset: str | None, resume_from: str | None = None,
-              init_checkpoint: str | None = None, tracking: Tracking | None = None,
-              epoch_scorer: EpochScorer | None = None) -> dict[str, float]:
+def fit_local(pipeline: Pipeline, fit: FitOptions) -> dict[str, float]:
     """The same loop in this process, without Ray (one worker)."""
     device = torch.device("cuda" if pipeline.ray.gpu and torch.cuda.is_available() else "cpu")
-    ctx = RunContext(run_dir=run_dir, device=device,
-                     resume_state=load_checkpoint(resume_from) if resume_from else None,
-                     init_state=load_checkpoint(init_checkpoint) if init_checkpoint else None,
-                     log_metrics=_epoch_logger(tracking), epoch_scorer=epoch_scorer)
-    return train_loop(pipeline, ctx, dataset)
+    ctx = RunContext(run_dir=fit.run_dir, device=device,
+                     resume_state=load_checkpoint(fit.resume_from) if fit.resume_from else None,
+                     init_state=load_checkpoint(fit.init_checkpoint) if fit.init_checkpoint else None,
+                     log_metrics=_epoch_metrics_sink(fit.tracking), epoch_scorer=fit.epoch_scorer)
+    return train_loop(pipeline, ctx, fit.dataset)

@@ -5,9 +5,14 @@ Computed from (epoch, iteration) alone, so a resumed run gets exactly the same v
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from ..pipeline import TrainConfig
 
 
 def cosine_factor(epoch: int, epochs: int, lrf: float) -> float:
@@ -38,21 +43,40 @@ def _set_momentum(group: dict, value: float) -> None:
         group["momentum"] = value
 
 
-def apply_schedule(optimizer: torch.optim.Optimizer, *, epoch: int, it: int, iters_per_epoch: int, epochs: int,
-                   lr0: float, lrf: float, momentum: float, warmup_epochs: float, warmup_bias_lr: float) -> float:
+@dataclass(frozen=True)
+class Schedule:
+    """The settings the schedule reads, with lr_scale already applied to lr0 and warmup_bias_lr."""
+
+    epochs: int
+    lr0: float
+    lrf: float
+    momentum: float
+    warmup_epochs: float
+    warmup_bias_lr: float
+
+    @classmethod
+    def of(cls, tc: TrainConfig) -> Schedule:
+        """The schedule of a pipeline's train section."""
+        return cls(epochs=tc.epochs, lr0=tc.lr0 * tc.lr_scale, lrf=tc.lrf, momentum=tc.momentum,
+                   warmup_epochs=tc.warmup_epochs, warmup_bias_lr=tc.warmup_bias_lr * tc.lr_scale)
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, *, epoch: int, it: int,
+                   iters_per_epoch: int) -> float:
     """Set lr and momentum of every group for this iteration; returns the weights' lr."""
-    target = lr0 * cosine_factor(epoch, epochs, lrf)
-    n_warm = round(warmup_epochs * iters_per_epoch)
+    s = schedule
+    target = s.lr0 * cosine_factor(epoch, s.epochs, s.lrf)
+    n_warm = round(s.warmup_epochs * iters_per_epoch)
     ni = epoch * iters_per_epoch + it
     lr_out = target
     for g in optimizer.param_groups:
         if ni < n_warm:
-            start = warmup_bias_lr if g.get("kind") == "bias" else 0.0
+            start = s.warmup_bias_lr if g.get("kind") == "bias" else 0.0
             g["lr"] = float(np.interp(ni, [0, n_warm], [start, target]))
-            _set_momentum(g, float(np.interp(ni, [0, n_warm], [0.8, momentum])))
+            _set_momentum(g, float(np.interp(ni, [0, n_warm], [0.8, s.momentum])))
         else:
             g["lr"] = target
-            _set_momentum(g, momentum)
+            _set_momentum(g, s.momentum)
         if g.get("kind") == "weight":
             lr_out = g["lr"]
     return lr_out

@@ -89,7 +89,7 @@ def compare_profiles(profiles: Sequence[Profile], metric: str | None = None) -> 
 
 
 def write_comparison(folder: Path, paths: Sequence[Path]) -> Path:
-    """The comparison table of the given profile files, written as Markdown into `folder`."""
+    """The comparison of the given profile files, written as a Markdown table into `folder`."""
     from ..threshold_profiles import load_profile
 
     text, _ = compare_profiles([load_profile(p) for p in paths])

@@ -1,5 +1,5 @@
-"""This device's latency tables per input size, measured once per machine and reused, or read from
---device-table files measured elsewhere.
+"""Where the latency tables a search or evaluation prices profiles with come from, one per input size: this
+device's, measured once per machine and reused, or --device-table files measured elsewhere.
 
 Measured tables are kept by device, runtime version, architecture and timing frame, so every search and
 evaluation on one machine shares them.
@@ -55,10 +55,10 @@ def local_latency_tables(model: DHNet, sizes: Sequence[int], cache_dir: Path, *,
             try:
                 out[s] = LatencyTable.load(path)
             except LatencyTableError as exc:  # a cache: a damaged copy is measured again, not fatal
-                logger.warning("warning: %s; measuring again", first_line(exc))
+                logger.warning("%s; measuring again", first_line(exc))
             else:
                 if progress:
-                    logger.info("device table for %sx%s reused from %s", s, s, path)
+                    logger.info("latency table for %sx%s reused from %s", s, s, path)
                 continue
         if progress:
             logger.info("measuring this device at %sx%s in %s ...", s, s, runtime)
@@ -86,7 +86,7 @@ def tables_from_files(paths: Sequence[str | Path], sizes: Sequence[int],
         timed_in = t.runtime["name"]
         if runtime is not None and timed_in != runtime:
             raise InputError(f"{p}: timed in {timed_in}, not in --runtime {runtime} "
-                             f"(measure it with python -m dh_tune.profile_device --runtime {runtime})")
+                             f"(measure it with python -m dh_tune.latency --runtime {runtime})")
         runtime = timed_in
         tables[int(t.model["imgsz"])] = t
     return {s: t for s, t in tables.items() if s in sizes}
