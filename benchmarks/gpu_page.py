@@ -102,7 +102,7 @@ def section(gpu: dict, number: int = 8) -> list[str]:
         lines += [f"Ray Train on the GPU: `{t['command']}` ({t['pipeline']} pipeline, {len(t['epochs'])} epochs, "
                   f"{t['imgsz']} px, batch {t['batch_size']}, {t['workers']} worker, AMP {'on' if t['amp'] else 'off'}), "
                   "beside the same pipeline trained on this page's CPU." + ratio
-                  + " Data loading stays on the worker's CPU (the pipeline's `data.loader_workers` is 0), which bounds "
+                  + " In this run data loading stayed on the worker's CPU (`data.loader_workers: 0`), which bounds "
                   "the GPU's epoch time. The two runs share every setting and differ in numerics (AMP, CUDA kernels); one "
                   "run each, so their AP difference is no claim that either device trains better.", "",
                   *_table(["run", "device", "epoch s (median)", "images/s (median)", "AP50 / AP50:95 (last epoch)",

@@ -44,7 +44,8 @@ class DataConfig(_Section):
     # Held-out images that report on the chosen profiles; a dataset without this split has its val split divided.
     test_split: str | None = "test"
     cache_images: bool = True
-    loader_workers: int = Field(0, ge=0)
+    # Loader processes per training worker; "auto" sizes them from the worker's CPUs (train.data_setup).
+    loader_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     min_images_per_class: int | None = None  # TT100K class filter (paper: 15)
     min_instances: int | None = None  # TT100K class filter by instances (common: 100)
     val_limit: int | None = Field(None, ge=1)
@@ -116,6 +117,9 @@ class TrainConfig(_Section):
     ema: bool = True
     precise_bn_batches: int = Field(8, ge=0)  # recompute BatchNorm statistics before validation (0: off)
     amp: bool = True
+    # NHWC tensors in training and validation: oneDNN's and cuDNN's faster convolutions (same weights, different
+    # summation order; benchmarks/bench_train_throughput.py measures it).
+    channels_last: bool = True
     seed: int = 0
     threads: int | None = Field(None, ge=1)
     # Multiplies lr0 and warmup_bias_lr (a searched hyperparameter: search_spaces may name lr_scale); 0 freezes

@@ -68,6 +68,7 @@ def test_a_budget_a_static_network_wins_is_exported_as_that_static_network(train
     from test_search import _latency
 
     from dh_tune.pipeline import Pipeline
+    from dh_tune.search.phases import PhaseClock
     from dh_tune.search.records import SearchRequest
     from dh_tune.search.summary import finish
 
@@ -75,7 +76,12 @@ def test_a_budget_a_static_network_wins_is_exported_as_that_static_network(train
     doc = TrialResult("t", {"gate_lambda": 0.2}, TrialStatus.FINISHED, checkpoint=str(trained_tiny), front=POINTS,
                       static=static)
     req = SearchRequest(pipeline=Pipeline(), budgets=[6.5, 9.0], out=tmp_path / "out", track=False)
-    outcome = finish(req, [doc], {128: _latency(128, 1.0)}, None, 0.0)
+    clock = PhaseClock()
+    with clock.phase("trials"):
+        pass
+    with clock.phase("finish"):
+        outcome = finish(req, [doc], {128: _latency(128, 1.0)}, None, clock)
+    assert outcome.summary.splitlines()[-1].startswith("Time per phase: trials 0 s, finish ")
     tight, wide = outcome.budgets
     assert tight.candidate.t1 == 0.3
     assert wide.candidate.heads == "P3+P4 heads" and "static network wins" in wide.reason

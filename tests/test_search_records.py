@@ -129,3 +129,20 @@ def test_a_held_out_record_round_trips() -> None:
     assert HeldOut.from_dict(held.to_dict()) == held
     assert held.latency("p90") == 6.5 and held.ap("ap50") == 0.6
     assert ReportedPoint.from_dict(ReportedPoint.nothing(3.0).to_dict()) == ReportedPoint(0.0, 3.0, 0.0, 0.0)
+
+
+def test_phase_clock_sums_phases_over_runs_and_counts_the_running_one() -> None:
+    from dh_tune.search.phases import PhaseClock
+
+    clock = PhaseClock(earlier={"device tables": 30.0, "base training": 90.0})
+    with clock.phase("base training"):
+        inside = clock.totals()
+    assert inside["base training"] >= 90.0 and list(inside) == ["device tables", "base training"]
+    with clock.phase("trials"):
+        pass
+    totals = clock.totals()
+    assert totals["device tables"] == 30.0 and 90.0 <= totals["base training"] < 91.0 and totals["trials"] < 1.0
+    line = clock.line()
+    assert line.startswith("Time per phase (this search's earlier runs included): device tables 30 s, "
+                           "base training 1.5 min, trials 0 s; total 2.0 min")
+    assert PhaseClock().line() == "Time per phase: nothing timed"

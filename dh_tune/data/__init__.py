@@ -21,11 +21,11 @@ _LAZY = {
     "home": ["default_dataset", "dh_tune_home"],
     "loader": ["detect_format", "load_dataset"],
     "stats": ["dataset_stats", "split_stats"],
-    "torch_dataset": ["DetectionDataset", "collate"],
+    "torch_dataset": ["DetectionDataset", "EpochSampler", "collate"],
 }
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 __all__ = [
-    "DataError", "Dataset", "DetectionDataset", "ImageRecord", "LetterboxInfo", "Problem", "boxes_from_network",
+    "DataError", "Dataset", "DetectionDataset", "EpochSampler", "ImageRecord", "LetterboxInfo", "Problem", "boxes_from_network",
     "boxes_to_network", "cascade_labels", "collate", "dataset_stats", "deepest_head", "default_dataset",
     "detect_format", "dh_tune_home", "gate_targets", "head_responsibility", "letterbox", "letterbox_info",
     "load_dataset", "read_problems", "split_stats", "summarize_problems", "write_problems",
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .home import default_dataset, dh_tune_home
     from .loader import detect_format, load_dataset
     from .stats import dataset_stats, split_stats
-    from .torch_dataset import DetectionDataset, collate
+    from .torch_dataset import DetectionDataset, EpochSampler, collate
 
 
 def __getattr__(name: str) -> object:

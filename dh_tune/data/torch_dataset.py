@@ -6,7 +6,7 @@ Targets are [cls, cx, cy, w, h] in network-input pixels so the loss and the gate
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +35,18 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     Square letterbox (pad 114) for training and validation; with `augment`, scale/translate,
     HSV and flips (and 4-image mosaic when `hyp.mosaic`). `cache_images` keeps the resized images in
-    RAM (filled up front, shared with forked loader workers). Works with any sampler.
+    RAM (filled up front, shared with forked loader workers). Works with any sampler; an `EpochSampler`'s
+    keys (epoch, index) draw each image's augmentation from (seed, epoch, index), so a batch holds the same
+    pixels whichever loader worker made it, while a bare index draws from torch's generator.
     """
 
     def __init__(self, records: Sequence[ImageRecord], imgsz: int, *, augment: bool,
-                 hyp: AugmentConfig | None = None, cache_images: bool = False) -> None:
+                 hyp: AugmentConfig | None = None, cache_images: bool = False, seed: int = 0) -> None:
         self.records = list(records)
         self.imgsz = check_imgsz(imgsz)
         self.augment = augment
         self.hyp = hyp if hyp is not None else AugmentConfig()
+        self.seed = int(seed)
         self.failed: set[Path] = set()
         self._cache: dict[int, np.ndarray] = {}
         if cache_images:
@@ -108,11 +111,12 @@ class DetectionDataset(torch.utils.data.Dataset):
             img, boxes = flip(img, boxes, horizontal=False)
         return img, boxes, classes
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (None, key)
         if self.augment:
-            # Drawn from torch's generator: seeded per loader worker, reproducible under torch.manual_seed.
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
-            img, boxes, classes = self._augmented(index, rng)
+            # A key's own stream, or torch's generator (seeded per loader worker, reproducible under manual_seed).
+            entropy = (self.seed, epoch, index) if epoch is not None else int(torch.randint(0, 2**62, (1,)))
+            img, boxes, classes = self._augmented(index, np.random.default_rng(entropy))
         else:
             img, boxes, classes = self._letterboxed(index)
         targets = np.zeros((len(boxes), 5), dtype=np.float32)
@@ -122,6 +126,27 @@ class DetectionDataset(torch.utils.data.Dataset):
             targets[:, 3:5] = boxes[:, 2:] - boxes[:, :2]
         image = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)))
         return image, torch.from_numpy(targets), index
+
+
+class EpochSampler(torch.utils.data.Sampler[tuple[int, int]]):
+    """Keys (epoch, index) in the order of a sampler of indices (a DistributedSampler's share of the epoch).
+
+    `set_epoch` moves both on; with the epoch in every key, persistent loader workers need no message.
+    """
+
+    def __init__(self, indices: torch.utils.data.DistributedSampler) -> None:
+        self.indices = indices
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.indices.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, int(i)) for i in self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

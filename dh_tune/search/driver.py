@@ -6,7 +6,6 @@ same command with the same OUT resumes: finished work is read back, not redone.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from .cluster import ConcurrencyPlan
 from .imported import check_classes, fit_pipeline, import_once, static_ap
 from .lock import search_lock
 from .outer import run_outer
+from .phases import PhaseClock
 from .records import SearchOutcome, SearchRequest, TrialResult, TrialStatus
 from .space import check_points, load_space
 from .trial import TrialSetup
@@ -223,8 +223,9 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
     req = _with_import(req)
     p, out = req.pipeline, req.out
     state = _load_state(out)
-    started = time.time()
-    inputs = _read_inputs(req)
+    clock = PhaseClock(earlier=dict(state.get("phases") or {}))
+    with clock.phase("device tables"):
+        inputs = _read_inputs(req)
     if req.checkpoint is None:  # refused here, before any training or MLflow run, when no trial fits the cluster
         inputs.plan = _plan_trials(req)
     interrupted = mark_interrupted(out)
@@ -239,11 +240,13 @@ def _run_locked(req: SearchRequest) -> SearchOutcome:
     state.update(pipeline=p.model_dump(mode="json"), budgets=req.budgets)
     _save_state(out, state)
     try:
-        docs = _models(req, inputs, tracking, state)
+        docs = _models(req, inputs, tracking, state, clock)
+        state["phases"] = clock.totals()
         _save_state(out, state)
         from .summary import finish
 
-        return finish(req, docs, inputs.latency, run, started, state.get("concurrency"))
+        with clock.phase("finish"):
+            return finish(req, docs, inputs.latency, run, clock, state.get("concurrency"))
     except BaseException as exc:
         if run is not None:
             run.end("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -270,17 +273,36 @@ def _parent_run(req: SearchRequest, state: dict) -> tuple[SafeLogger | None, str
     return run, uri
 
 
-def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, state: dict) -> list[TrialResult]:
-    """Result documents of every model the search scores: the references and the distinct trials."""
+def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, state: dict,
+            clock: PhaseClock) -> list[TrialResult]:
+    """Result documents of every model the search scores: the references and the distinct trials (each part
+    timed on `clock`)."""
     p, out, dataset, latency, plan = req.pipeline, req.out, inputs.dataset, inputs.latency, inputs.plan
     if req.checkpoint is not None or plan is None:
         return [_evaluated(req, "checkpoint", req.checkpoint, dataset, latency)] if req.checkpoint else []
     total = req.trials or p.search.trials
-    base = req.imported.checkpoint if req.imported is not None else \
-        _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
-    references = _reference_docs(req, dataset, latency, base, tracking)
+    with clock.phase("base training"):
+        base = req.imported.checkpoint if req.imported is not None else \
+            _train_once(req, p, "base", dataset, tracking) if p.search.warm_start else None
+    with clock.phase("reference models"):
+        references = _reference_docs(req, dataset, latency, base, tracking)
     if len(ended_trials(out)) >= total:
         _log(f"all {total} trials already ended")
+    with clock.phase("trials"):
+        _run_trials(req, inputs, tracking, base, total)
+    docs = ended_trials(out)
+    state["concurrency"] = {"planned": plan.concurrent, "cluster_fits": plan.cluster_fits,
+                            "limited_by": plan.limited_by, "trial": plan.shape.describe(),
+                            "most_at_once": most_at_once(docs)}
+    if len(docs) < total:
+        _warn(f"the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
+    return references + docs
+
+
+def _run_trials(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, base: Path | None, total: int) -> None:
+    """Run trials in Ray Tune until `total` have ended (a few rounds at most: the sampler may repeat points)."""
+    p, out, dataset, latency, plan = req.pipeline, req.out, inputs.dataset, inputs.latency, inputs.plan
+    assert plan is not None
     for _ in range(MAX_ROUNDS):
         done = len(ended_trials(out))
         if done >= total:
@@ -298,13 +320,6 @@ def _models(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, stat
         stopping = run_outer(setup, inputs.dims, total - done, plan,
                              callbacks=[make_callback(out, req.budgets, p.search.metric, total, done)])
         _log(stopping)
-    docs = ended_trials(out)
-    state["concurrency"] = {"planned": plan.concurrent, "cluster_fits": plan.cluster_fits,
-                            "limited_by": plan.limited_by, "trial": plan.shape.describe(),
-                            "most_at_once": most_at_once(docs)}
-    if len(docs) < total:
-        _warn(f"the sampler kept drawing points already trained: {len(docs)} distinct of {total}")
-    return references + docs
 
 
 MAX_ROUNDS = 3

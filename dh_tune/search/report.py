@@ -9,6 +9,7 @@ from ..latency import LatencyTable
 from .choose import BudgetChoice, Pooled
 from .compare import ModelSummary
 from .export import Exported
+from .phases import PhaseClock
 from .records import SearchRequest, TrialResult, TrialStatus
 from .space import paper_setting
 
@@ -26,7 +27,7 @@ class FinishedSearch:
     latency: dict[int, LatencyTable]
     hv: list[float]  # Optuna's share of the grid sweep's hypervolume, per finished model
     concurrency: dict[str, Any] | None
-    started: float
+    clock: PhaseClock
 
     @property
     def metric(self) -> str:
@@ -55,7 +56,7 @@ def summary_text(f: FinishedSearch) -> str:
     table = next(iter(f.latency.values()))
     lines = [f"\nDevice: {table.device_name}   ({len(f.pooled.finished)} trained model(s), "
              f"{f.count(TrialStatus.FAILED)} failed; {len(f.pooled.front)} profiles on the Pareto front; "
-             f"{(time.time() - f.started) / 60:.1f} min)"]
+             f"{(time.time() - f.clock.started) / 60:.1f} min)"]
     trials = trials_line(f.docs, f.concurrency)
     if trials:
         lines.append(trials)
@@ -66,6 +67,7 @@ def summary_text(f: FinishedSearch) -> str:
     lines += budget_header(f)
     for choice, e in zip(f.choices, f.exported):
         lines += budget_lines(f, choice, e.doc)
+    lines.append(f.clock.line())
     return "\n".join(lines)
 
 

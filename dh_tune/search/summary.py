@@ -13,6 +13,7 @@ from .choose import BudgetChoice, choose_budget, pool
 from .compare import model_summaries
 from .confidence import ConfidenceBook, TrialTables
 from .export import Exported, IndexSummary, export_profile, write_index
+from .phases import PhaseClock
 from .plots import plot_front
 from .records import SearchOutcome, SearchRequest, TrialResult, TrialStatus
 from .report import FinishedSearch, summary_text
@@ -26,9 +27,10 @@ class SearchFailed(RuntimeError):
 
 
 def finish(req: SearchRequest, docs: list[TrialResult], latency: dict[int, LatencyTable], parent: SafeLogger | None,
-           started: float, concurrency: dict[str, Any] | None = None) -> SearchOutcome:
+           clock: PhaseClock, concurrency: dict[str, Any] | None = None) -> SearchOutcome:
     """The search's result from every model's documents: the global front, one exported profile per budget,
-    the index, MLflow runs and the summary to print. `concurrency` says how many trials ran at once."""
+    the index, MLflow runs and the summary to print (ending with `clock`'s time per phase). `concurrency` says
+    how many trials ran at once."""
     out, sc = req.out, req.pipeline.search
     finished = [d for d in docs if d.finished]
     for d in docs:
@@ -50,7 +52,7 @@ def finish(req: SearchRequest, docs: list[TrialResult], latency: dict[int, Laten
         choices.append(choice)
     hv = [float(d.hv_ratio) for d in finished if d.hv_ratio is not None and not math.isnan(d.hv_ratio) and d.hv_ratio]
     report = FinishedSearch(req, docs, pooled, choices, exported, model_summaries(finished, sc.metric,
-                            pooled.ref_latency_ms), latency, hv, concurrency, started)
+                            pooled.ref_latency_ms), latency, hv, concurrency, clock)
     front_png = plot_front(pooled.points, pooled.front, {c.result.budget_ms: c.chosen for c in choices}, sc.metric,
                            device_dir / "pareto_front.png",
                            f"{table.device_name}: {len(finished)} trained model(s), {len(pooled.points)} points",

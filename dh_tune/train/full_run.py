@@ -15,12 +15,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from ..data import DetectionDataset, collate
+from ..data import DetectionDataset, EpochSampler, collate
 from ..data.gate_labels import gate_targets
 from ..loss import DHLoss
 from ..model import DHNet
 from ..pipeline import LossConfig, Pipeline, TrainConfig
-from .data_setup import Splits
+from .data_setup import Splits, loader_options
 from .ema import ModelEMA
 from .gates_only import Place
 from .gradients import clip_gradients
@@ -37,19 +37,21 @@ class Batches:
     number of training images (all ranks together)."""
 
     train: DataLoader
-    sampler: DistributedSampler
+    sampler: EpochSampler
     val: DataLoader
     images: int
 
 
 @dataclass
 class Updates:
-    """What changes the weights: the optimiser, the gradient scaler (AMP only on CUDA) and the EMA."""
+    """What changes the weights: the optimiser, the gradient scaler (AMP only on CUDA) and the EMA; and the
+    memory format the model and its inputs are kept in."""
 
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: ModelEMA | None
     amp: bool
+    memory_format: torch.memory_format = torch.contiguous_format
 
 
 @dataclass
@@ -70,23 +72,27 @@ class FullRun:
 def batches(pipeline: Pipeline, place: Place, splits: Splits) -> Batches:
     """Loaders over the training split (augmented, sharded over the ranks) and the validation split."""
     tc, dc = pipeline.train, pipeline.data
-    train_ds = DetectionDataset(splits.train, dc.imgsz, augment=True, hyp=tc.augment, cache_images=dc.cache_images)
+    train_ds = DetectionDataset(splits.train, dc.imgsz, augment=True, hyp=tc.augment, cache_images=dc.cache_images,
+                                seed=tc.seed)
     val_ds = DetectionDataset(splits.val, dc.imgsz, augment=False, cache_images=dc.cache_images)
     per_rank = max(tc.batch_size // place.world_size, 1)
-    sampler: DistributedSampler = DistributedSampler(train_ds, num_replicas=place.world_size, rank=place.rank,
-                                                     shuffle=True, seed=tc.seed, drop_last=False)
-    train = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, collate_fn=collate,
-                       num_workers=dc.loader_workers, pin_memory=place.device.type == "cuda")
-    val = DataLoader(val_ds, batch_size=per_rank * 2, collate_fn=collate, num_workers=dc.loader_workers)
+    sampler = EpochSampler(DistributedSampler(train_ds, num_replicas=place.world_size, rank=place.rank, shuffle=True,
+                                              seed=tc.seed, drop_last=False))
+    feeding = loader_options(pipeline, place.device)
+    train = DataLoader(train_ds, batch_size=per_rank, sampler=sampler, collate_fn=collate, **feeding)
+    val = DataLoader(val_ds, batch_size=per_rank * 2, collate_fn=collate, **feeding)
     return Batches(train, sampler, val, len(train_ds))
 
 
 def updates(tc: TrainConfig, model: DHNet, device: torch.device) -> Updates:
-    """The optimiser over the whole model, its gradient scaler and (train.ema) the EMA."""
+    """The optimiser over the whole model, its gradient scaler and (train.ema) the EMA; with train.channels_last
+    the model (and so its EMA) is moved to NHWC first."""
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)  # type: ignore[call-overload]  # Module.to takes it; the stubs do not say so
     optimizer = make_optimizer(model, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay)
     amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    return Updates(optimizer, scaler, ModelEMA(model) if tc.ema else None, amp)
+    return Updates(optimizer, scaler, ModelEMA(model) if tc.ema else None, amp, memory_format)
 
 
 def assemble(pipeline: Pipeline, model: DHNet, opt: Updates, data: Batches, place: Place) -> FullRun:
@@ -102,7 +108,7 @@ def assemble(pipeline: Pipeline, model: DHNet, opt: Updates, data: Batches, plac
 def _step(run: FullRun, images: Tensor, targets: Tensor, ls: LossConfig, where: str) -> dict[str, Tensor]:
     """One optimiser step on the DH-Net loss (Eq. 15) of a batch, then the EMA update; returns the loss items."""
     device, opt = run.device, run.updates
-    x = images.to(device, non_blocking=True).float() / 255
+    x = (images.to(device, non_blocking=True).float() / 255).contiguous(memory_format=opt.memory_format)
     gl = gate_targets(targets[:, 4:6], targets[:, 0].long(), images.shape[0], run.anchors, ls.eps)
     with torch.autocast(device.type, enabled=opt.amp):
         maps, logits = run.net(x, gate_trunk_grad=ls.gate_trunk_grad)

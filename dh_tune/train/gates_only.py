@@ -25,6 +25,7 @@ from ..loss import gate_loss
 from ..model import DHNet
 from ..model.gate import Gate
 from ..pipeline import LossConfig, Pipeline, TrainConfig
+from .data_setup import loader_workers
 from .ema import ModelEMA
 from .schedule import Schedule, apply_schedule, make_optimizer
 from .validate import cumulative_bn, gate_fitness, gate_metrics, validate
@@ -248,7 +249,7 @@ def setup(pipeline: Pipeline, model: DHNet, records: list[ImageRecord], place: P
     assert model.gates is not None
     model.eval()  # for good: the detector's BatchNorm layers never update their statistics
     spec = FeatureSpec(place.device, tc.amp and place.device.type == "cuda", tc.loss.eps,
-                       model.anchors_px.detach().cpu(), dc.loader_workers)
+                       model.anchors_px.detach().cpu(), loader_workers(pipeline))
     shard = rank_shard(len(records), place.rank, place.world_size)
     keep = budget.take(len(shard), "training")
     # Kept gate inputs need each image once: decoding it in that pass beats holding the image as well.
@@ -268,7 +269,7 @@ def gate_validation(pipeline: Pipeline, records: list[ImageRecord], run: GateRun
     """Rank 0's validation of a gates-only run on these images; `carried`: the last epoch's metrics when resumed."""
     dc, batch = pipeline.data, 2 * run.train.batch
     ds = DetectionDataset(records, dc.imgsz, augment=False, cache_images=dc.cache_images)
-    loader = DataLoader(ds, batch_size=batch, collate_fn=collate, num_workers=dc.loader_workers)
+    loader = DataLoader(ds, batch_size=batch, collate_fn=collate, num_workers=loader_workers(pipeline))
     features = GateFeatures(ds, list(range(len(ds))), batch, run.train.spec, budget.take(len(ds), "validation"))
     return GateValidation(loader, features, carried)
 
