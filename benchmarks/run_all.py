@@ -40,6 +40,8 @@ DYNAMIC_SIZES = {True: [128, 224], False: [224, 320, 640]}
 # Sizes and rounds of the runtimes section, and the runtimes whose latency prediction is checked, per mode.
 RUNTIME_SIZES = {True: [128], False: [224, 320, 640]}
 RUNTIME_ROUNDS = {True: 10, False: 40}
+# Turns each runtime's timing process takes (every turn starts a process per runtime), per mode.
+RUNTIME_BLOCKS = {True: 2, False: 4}
 PARITY_EPOCHS = {True: 4, False: 8}
 
 
@@ -243,11 +245,11 @@ def search_cost(search_doc: dict, images: int, quick: bool, out: Path) -> dict:
             "hv_ratio_min": search_doc["hv_ratio_min"]}
 
 
-def runtimes(search_doc: dict, out: Path, sizes: list[int], rounds: int) -> dict:
+def runtimes(search_doc: dict, out: Path, sizes: list[int], rounds: int, blocks: int) -> dict:
     """Each runtime against eager PyTorch and YOLOv5's static graph (benchmarks/bench_runtimes.py), run in a
     process of its own: its thread settings (OMP_WAIT_POLICY, ONNX Runtime's pool) are per process."""
     return _in_own_process("bench_runtimes.py", out / "runtimes.json", "--checkpoint", search_doc["base_checkpoint"],
-                           "--sizes", *map(str, sizes), "--rounds", str(rounds))
+                           "--sizes", *map(str, sizes), "--rounds", str(rounds), "--blocks", str(blocks))
 
 
 def _in_own_process(script: str, store: Path, *args: str) -> dict:
@@ -303,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy": lambda: accuracy(results["search"], results["static"], figures),
         "gate_parity": lambda: gate_parity(pipeline, out, args.epochs or PARITY_EPOCHS[args.quick]),
         "dynamic": lambda: dynamic(results["search"], images, DYNAMIC_SIZES[args.quick]),
-        "runtimes": lambda: runtimes(results["search"], out, RUNTIME_SIZES[args.quick], RUNTIME_ROUNDS[args.quick]),
+        "runtimes": lambda: runtimes(results["search"], out, RUNTIME_SIZES[args.quick], RUNTIME_ROUNDS[args.quick],
+                                     RUNTIME_BLOCKS[args.quick]),
         "search_cost": lambda: search_cost(results["search"], min(images, 150), args.quick, out),
         "budget_stat": lambda: _in_own_process("bench_budget_stat.py", out / "budget_stat.json", "--out",
                                                str(out / "search")),

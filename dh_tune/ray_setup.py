@@ -23,6 +23,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # and skip the preemption watcher (spot-instance support) that only adds log noise here.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray Train's controller polls its workers every 2 s by default: each run then waits up to that long to
+    # start and to end, and each per-epoch report to reach Tune. A poll is one cheap call, so poll often.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     _auth_mode(address)  # read by Ray's config when it is first imported
     import ray
 
