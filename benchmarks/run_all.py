@@ -4,7 +4,7 @@ Writes benchmarks/RESULTS.md and its PNGs (benchmarks/results/) and refreshes th
 README.md. Each section's numbers are kept in OUT/results.json as soon as they exist, so a stopped run
 picks up where it was; --fresh measures everything again.
 
-    python benchmarks/run_all.py --quick      # under 10 minutes on 2 cores, a smaller model and dataset
+    python benchmarks/run_all.py --quick      # about 16 minutes on 2 cores, a smaller model and dataset
     python benchmarks/run_all.py              # the quickstart pipeline itself (about 30 minutes on 2 cores)
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import results_page  # noqa: E402
 QUICK = {"data": {"imgsz": 128, "synth": {"train": 600, "val": 150}},
          "train": {"epochs": 20},
          "search": {"trials": 2, "deploy_imgsz": [96, 128, 160]}}
-ESTIMATE_MIN = {True: 10, False: 55}
+ESTIMATE_MIN = {True: 16, False: 55}
 SECTIONS = ("table2", "table1", "search", "static", "gate_parity", "throughput", "accuracy", "dynamic",
             "runtimes", "search_cost", "budget_stat")
 # Input sizes of the dynamic-vs-static section and epochs of the gate-parity trainings, per mode.
@@ -47,7 +47,7 @@ PARITY_EPOCHS = {True: 4, False: 8}
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smaller dataset and schedule: under 10 minutes on 2 cores")
+    p.add_argument("--quick", action="store_true", help="smaller dataset and schedule: about 16 minutes on 2 cores")
     p.add_argument("--pipeline", default=str(HERE.parent / "pipelines" / "quickstart.yaml"),
                    help="pipeline the model is trained and searched with (default: quickstart)")
     p.add_argument("--data", default=None, help="also tabulate this dataset in Table 1 (YOLO YAML, COCO JSON, TT100K root)")
