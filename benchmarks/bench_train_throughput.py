@@ -1,11 +1,14 @@
-"""Training throughput (images/s) and AP: today's loader settings against the plain baseline, side by side.
+"""Training throughput (images/s) and AP: today's training settings against the plain baseline, side by side.
 
 `--compare` (the default) trains the pipeline's schedule twice in one run under Ray Train, once with the
-baseline (`BASELINE`: no loader processes, contiguous tensors) and once as the pipeline says, and prints each
-one's median training images/s over its epochs, its epoch time and AP50 / AP50:95 with all heads at the end.
+baseline (`BASELINE`: fp32, contiguous tensors, no loader processes, the optimiser's per-tensor step, Ray's
+workers at niceness 15) and once as the pipeline and `init_ray` say, and prints each one's median training
+images/s over its epochs, its epoch time and AP50 / AP50:95 with all heads at the end; `--with-bf16` adds a third
+run with bf16 autocast (`train.bf16: true`), which the defaults leave off.
 `--workers 1 2` instead times one epoch per number of Ray Train CPU workers (threads split evenly).
 
-    python benchmarks/bench_train_throughput.py [--pipeline pipelines/quickstart.yaml] [--epochs N] [--json F]
+    python benchmarks/bench_train_throughput.py [--pipeline pipelines/quickstart.yaml] [--epochs N] [--with-bf16]
+                                                [--json F]
     python benchmarks/bench_train_throughput.py --workers 1 2
 """
 from __future__ import annotations
@@ -18,8 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-BASELINE = {"data": {"loader_workers": 0}, "train": {"channels_last": False}}
-"""The feeding every training step waited on before loader processes: decode, augment and collate between steps."""
+BASELINE = {"data": {"loader_workers": 0},
+            "train": {"channels_last": False, "bf16": False, "fused_optimizer": False}}
+"""The training every step ran before the throughput settings: decode, augment and collate between steps, NCHW
+tensors, fp32, one optimiser kernel per tensor."""
+
+BASELINE_ENV = {"RAY_worker_niceness": "15"}
+"""Ray's own worker niceness, which init_ray replaces with 0 (read when Ray starts: the row gets its own Ray)."""
 
 YOLOV5_IMAGES_PER_S = 70.0
 """YOLOv5's own train.py on the quickstart's data and settings (160 px, batch 16, AdamW, no mosaic, 2 loader
@@ -27,14 +35,27 @@ workers) on a 2-core AMD EPYC with AVX512: median epoch 29 s for 2,000 images (d
 A machine of another CPU gives other numbers: the ratio is a guide, the baseline row the comparison."""
 
 
-def train_row(pipeline, label: str) -> dict:
-    """Train the pipeline once (Ray Train, no tracking): median images/s over epochs, epoch time, final AP."""
+def train_row(pipeline, label: str, env: dict[str, str] | None = None) -> dict:
+    """Train the pipeline once (Ray Train, no tracking; its own Ray, started with `env` set): median images/s over
+    epochs, epoch time, final AP."""
+    import ray
+
     from dh_tune.model.checkpoint import load_checkpoint
     from dh_tune.train.run import TrainOptions, run_training
 
-    with tempfile.TemporaryDirectory() as tmp:
-        outcome = run_training(pipeline, TrainOptions(run_dir=Path(tmp) / "run", track=False))
-        history = load_checkpoint(outcome.last)["history"]
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            outcome = run_training(pipeline, TrainOptions(run_dir=Path(tmp) / "run", track=False))
+            history = load_checkpoint(outcome.last)["history"]
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     last = history[-1]
     return {"setting": label, "epochs": len(history),
             "images_per_s": statistics.median(m["images_per_s"] for m in history),
@@ -42,11 +63,14 @@ def train_row(pipeline, label: str) -> dict:
             "ap50": last["ap50"], "ap50_95": last["ap50_95"]}
 
 
-def compare(pipeline, epochs: int | None = None) -> list[dict]:
-    """The baseline and the pipeline's own settings, trained one after the other on the same schedule."""
+def compare(pipeline, epochs: int | None = None, bf16: bool = False) -> list[dict]:
+    """The baseline and the pipeline's own settings (and with `bf16` the same with bf16 autocast), trained one after
+    the other on the same schedule."""
     if epochs:
         pipeline = pipeline.with_overrides(train={"epochs": epochs})
-    rows = [train_row(pipeline.with_overrides(**BASELINE), "baseline"), train_row(pipeline, "default")]
+    rows = [train_row(pipeline.with_overrides(**BASELINE), "baseline", BASELINE_ENV), train_row(pipeline, "default")]
+    if bf16:
+        rows.append(train_row(pipeline.with_overrides(train={"bf16": True}), "bf16"))
     for r in rows:
         r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]
         r["vs_yolov5"] = r["images_per_s"] / YOLOV5_IMAGES_PER_S
@@ -92,6 +116,7 @@ def main(argv=None) -> int:
                    help="time one epoch per number of Ray Train workers instead of the side-by-side comparison")
     p.add_argument("--epochs", type=int, default=None, help="shorter schedule for the comparison (default: the "
                    "pipeline's)")
+    p.add_argument("--with-bf16", action="store_true", help="also train the defaults with bf16 autocast")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = p.parse_args(argv)
     from dh_tune.pipeline import load_pipeline
@@ -102,7 +127,7 @@ def main(argv=None) -> int:
         rows = measure(pipeline, args.workers)
         print("\n" + format_rows(rows))
     else:
-        rows = compare(pipeline, args.epochs)
+        rows = compare(pipeline, args.epochs, args.with_bf16)
         print("\n" + format_compare(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -116,7 +116,12 @@ class TrainConfig(_Section):
     warmup_bias_lr: float = 0.1
     ema: bool = True
     precise_bn_batches: int = Field(8, ge=0)  # recompute BatchNorm statistics before validation (0: off)
-    amp: bool = True
+    amp: bool = True  # fp16 autocast on CUDA, with a gradient scaler
+    # bf16 autocast of the forward pass on the CPU ("auto": where the processor has native bf16, as AVX512-BF16;
+    # emulated bf16 is slower than fp32). Gate scores, the loss and validation stay fp32. Off by default: on the
+    # quickstart it trains 1.2-1.3x faster but ends 0.02-0.06 AP50:95 lower (benchmarks/bench_train_throughput.py).
+    bf16: Literal["auto"] | bool = False
+    fused_optimizer: bool = True  # the optimiser's fused step (one kernel over all parameters)
     # NHWC tensors in training and validation: oneDNN's and cuDNN's faster convolutions (same weights, different
     # summation order; benchmarks/bench_train_throughput.py measures it).
     channels_last: bool = True

@@ -70,9 +70,10 @@ def _tiny_pipeline_doc(data_yaml: str, imgsz: int = 128, epochs: int = 30, width
         "model": {"scale": [TINY_DEPTH, width]},
         "train": {"epochs": epochs, "batch_size": 8, "optimizer": "adamw", "lr0": 0.01, "momentum": 0.9,
                   "warmup_epochs": 3, "warmup_bias_lr": 0.0, "threads": 2, "augment": NO_AUGMENT,
-                  # NCHW: the shared tiny models' thresholds (int8 within 85% of fp32 AP on 8 images) were set on
-                  # them; NHWC training is checked step by step in test_train_feeding.py
-                  "channels_last": False, **train},
+                  # NCHW and fp32 on every CPU: the shared tiny models' thresholds (int8 within 85% of fp32 AP on 8
+                  # images) were set on them; NHWC and bf16 training are checked step by step in
+                  # test_train_feeding.py and test_train_precision.py
+                  "channels_last": False, "bf16": False, **train},
         "ray": {"workers": 1, "cpus_per_worker": 1},
         "search": {"trials": 2, "trial_epochs": 1, "deploy_imgsz": [96, 128], "threshold_trials": 40,
                    "grid_steps": 11, "bootstrap_resamples": 100},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dh_tune.pipeline import load_pipeline
+from dh_tune.pipeline import Pipeline, load_pipeline
 from dh_tune.resources import default_pipeline, find_file, packaged_file
 from dh_tune.search.space import SearchSpaceError, load_space
 from dh_tune.train.__main__ import build_pipeline, parse_args
@@ -34,11 +34,14 @@ def test_default_pipeline_and_search_space_load_from_any_folder(tmp_path: Path, 
     assert path is not None and path.read_bytes() == (ROOT / "pipelines" / "quickstart.yaml").read_bytes()
     pipeline = load_pipeline(path)
     assert pipeline.name == "quickstart"
-    space = Path(pipeline.search.search_space)
-    assert space.read_bytes() == (ROOT / "search_spaces" / "gate_loss.yaml").read_bytes()
-    names = {d.name for d in load_space(pipeline.search.search_space)}
+    space = Path(pipeline.search.search_space)  # the quickstart's trials train gates on the frozen base
+    assert space.read_bytes() == (ROOT / "search_spaces" / "gates_only.yaml").read_bytes()
+    assert {d.name for d in load_space(pipeline.search.search_space)} == {"lambda_pos_1", "lambda_pos_2", "eps"}
+    default = Path(Pipeline().search.search_space)  # a pipeline that names no space searches the whole gate loss
+    assert default.read_bytes() == (ROOT / "search_spaces" / "gate_loss.yaml").read_bytes()
+    names = {d.name for d in load_space(str(default))}
     assert names == {"gate_lambda", "lambda_pos_1", "lambda_pos_2", "eps", "gate_trunk_grad"}
-    assert load_space(load_pipeline(None).search.search_space) == load_space(pipeline.search.search_space)
+    assert load_space(load_pipeline(None).search.search_space) == load_space(str(default))
     # The commands' default, and a packaged pipeline named the way the README writes it.
     assert build_pipeline(parse_args([])).name == "quickstart"
     assert load_pipeline(find_file("pipelines/tt100k-yolov5s.yaml", "pipelines")).data.format == "tt100k"
@@ -114,6 +117,6 @@ def test_a_wheel_install_finds_its_pipelines_and_search_spaces_from_any_folder(t
     assert run.returncode == 0, run.stderr[-2000:]
     module, pipeline, space, dims = run.stdout.split()
     installed = target / "dh_tune"
-    assert Path(module).parent == installed and int(dims) == 5
+    assert Path(module).parent == installed and int(dims) == 3
     assert Path(pipeline) == installed / "pipelines" / "quickstart.yaml"
-    assert Path(space) == installed / "search_spaces" / "gate_loss.yaml"
+    assert Path(space) == installed / "search_spaces" / "gates_only.yaml"

@@ -23,7 +23,7 @@ from dh_tune.ray_setup import ray_failure
 ROOT = Path(__file__).resolve().parents[1]
 
 # The driver: starts Ray through init_ray, runs one task (a worker process and its gRPC server), writes the
-# node's metrics export port and the Ray Train poll interval its workers see to argv[1] and holds Ray up until
+# node's metrics export port, the Ray Train poll interval its workers see and their niceness to argv[1] and holds Ray up until
 # a line arrives on stdin. Ray is imported first, as in a process that has used it already: Ray has then parsed
 # its settings before init_ray.
 DRIVER = r"""
@@ -31,10 +31,10 @@ import json, os, sys
 import ray
 from dh_tune.ray_setup import init_ray
 init_ray(num_cpus=1)
-poll = ray.get(ray.remote(lambda: os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")).remote())
+poll, nice = ray.get(ray.remote(lambda: (os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"), os.nice(0))).remote())
 port = int(ray.nodes()[0]["MetricsExportPort"])
 with open(sys.argv[1] + ".tmp", "w") as f:
-    json.dump({"metrics_export_port": port, "train_poll_s": poll}, f)
+    json.dump({"metrics_export_port": port, "train_poll_s": poll, "worker_nice": nice}, f)
 os.replace(sys.argv[1] + ".tmp", sys.argv[1])
 sys.stdin.readline()
 ray.shutdown()
@@ -77,11 +77,13 @@ def _loopback(ip: str) -> bool:
 def test_local_ray_listens_on_loopback_only(end_processes) -> None:
     """Every TCP listener of the Ray that init_ray starts (GCS, raylet, workers, dashboard and its agent,
     metrics export, runtime-env agent, autoscaler) is bound to loopback, none to the IPv4 or IPv6 wildcard or the
-    network address; and its workers (where Ray Train's controller runs) see the 0.2 s poll interval."""
+    network address; and its workers (where Ray Train's controller runs) see the 0.2 s poll interval and run at
+    the driver's niceness (Ray's own 15 would slow every training step)."""
     temp = tempfile.mkdtemp(prefix="dhray", dir="/tmp")  # short: Ray's socket paths have a length limit
     ready = Path(temp) / "ready.json"
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_USAGE_STATS_ENABLED": "0"}
-    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"):
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+                 "RAY_worker_niceness"):
         env.pop(name, None)  # perhaps set by a Ray another test started here; init_ray sets its own
     log = open(Path(temp) / "driver.log", "w")
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(ready)], stdin=subprocess.PIPE,
@@ -96,6 +98,7 @@ def test_local_ray_listens_on_loopback_only(end_processes) -> None:
         started = json.loads(ready.read_text())
         port = started["metrics_export_port"]
         assert started["train_poll_s"] == "0.2"  # Ray Train's controller, started by a worker, polls every 0.2 s
+        assert started["worker_nice"] == os.nice(0)
         # The dashboard agent opens the metrics export port on its own schedule: wait until it listens.
         while True:
             procs = _tree(driver.pid)

@@ -32,14 +32,22 @@ def test_cluster_capacity_places_whole_workers_on_nodes(nodes, shape, expected) 
     assert fits(nodes, shape, expected) and not fits(nodes, shape, expected + 1)
 
 
+def test_one_worker_trains_in_the_trial_process_holding_the_workers_resources() -> None:
+    """A 2-CPU machine runs one 2-CPU trial: its own process holds the 2 CPUs, with no share beside them."""
+    shape = trial_shape(1, 2.0, False, [N(2)])
+    assert shape.in_process and shape.resources() == {"CPU": 2.0} and cluster_capacity([N(2)], shape) == 1
+    gpu = trial_shape(1, 8.0, True, [N(64, 2)])
+    assert gpu.resources() == {"CPU": 8.0, "GPU": 1.0} and cluster_capacity([N(64, 2)], gpu) == 2
+    assert "in the trial's process (8 CPU, 1 GPU)" in gpu.describe()
+
+
 def test_workers_give_up_the_trial_share_only_where_that_runs_more_trials() -> None:
-    # A 2-CPU machine and a 2-CPU trial: the worker takes 1.99 CPU so the trial fits at all.
-    assert trial_shape(1, 2.0, False, [N(2)]).cpus_per_worker == pytest.approx(1.99)
     # 8-GPU, 64-CPU nodes, 2 x 8-CPU workers: 8 trials instead of 7 when each worker gives up 0.005 CPU.
     shape = trial_shape(2, 8.0, True, [N(64, 8)] * 2)
     assert shape.cpus_per_worker == pytest.approx(7.995) and cluster_capacity([N(64, 8)] * 2, shape) == 8
+    assert not shape.in_process and shape.resources() == {"CPU": 0.01}
     # GPUs bind, CPUs to spare: the pipeline's request stands.
-    assert trial_shape(1, 8.0, True, [N(64, 2)]).cpus_per_worker == 8.0
+    assert trial_shape(2, 8.0, True, [N(64, 2)]).cpus_per_worker == 8.0
 
 
 def test_concurrency_is_the_least_of_cluster_cap_and_trials_and_one_trial_must_fit() -> None:

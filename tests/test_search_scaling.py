@@ -1,6 +1,6 @@
 """The search on more logical CPUs than one trial needs: trials overlap, a hopeless trial is stopped early and
-recorded as pruned (Optuna, its result, MLflow), and trials whose Ray Train worker or whose own process is killed
-finish after a restart that resumes their training."""
+recorded as pruned (Optuna, its result, MLflow), and trials whose process is killed (one-worker trials train in
+it) finish after a restart that resumes their training."""
 from __future__ import annotations
 
 import json
@@ -79,7 +79,7 @@ def test_trials_overlap_a_hopeless_one_is_pruned_and_killed_ones_resume(
     assert states[0.0].user_attrs["last_epoch"] == 9 and "last_latency_ms" in states[0.0].user_attrs
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 3
 
-    # A killed Ray Train worker: its worker group restarts from the last checkpoint it reported, and the trial ends.
+    # Killed after their 2nd and 4th epochs: each trial starts again and resumes from its last checkpoint.
     worker_run = Path((ray_with_4_cpus / "worker").read_text())
     trial_run = Path((ray_with_4_cpus / "trial").read_text())
     for run in (worker_run, trial_run):
@@ -89,7 +89,7 @@ def test_trials_overlap_a_hopeless_one_is_pruned_and_killed_ones_resume(
         assert resumed and 1 < min(resumed), epochs  # a new process went on from a checkpoint, not from epoch 1
         assert {e for e, _ in epochs} == set(range(1, 13))
         assert docs[run.parent.name]["status"] == "finished"
-    assert docs[trial_run.parent.name]["attempt"] == 2  # Tune started the trial again after its process was lost
+        assert docs[run.parent.name]["attempt"] == 2  # Tune started the trial again after its process was lost
 
     from mlflow.tracking import MlflowClient
 

@@ -67,9 +67,12 @@ def test_pipeline_errors_name_the_bad_key(tmp_path: Path) -> None:
         assert load_pipeline(Path(__file__).resolve().parents[1] / "pipelines" / name).name
 
 
+@pytest.mark.parametrize("speed", [{}, {"bf16": True, "channels_last": True}], ids=["fp32", "bf16-nhwc"])
 def test_resume_continues_a_stopped_run_to_the_same_result(tiny_data: str, tiny_pipeline, epoch_hooks,
-                                                            tmp_path: Path) -> None:
-    p = tiny_pipeline(tiny_data)
+                                                            tmp_path: Path, speed: dict) -> None:
+    """Stopped after an epoch and resumed, a run ends with the uninterrupted run's weights: in fp32, and with the
+    throughput settings (bf16 autocast, NHWC, the fused optimiser step)."""
+    p = tiny_pipeline(tiny_data, **speed)
     straight = run_training(p, TrainOptions(run_dir=tmp_path / "straight", use_ray=False, track=False))
     epoch_hooks("crash_once_after_first_epoch")
     with pytest.raises(InjectedFailure):

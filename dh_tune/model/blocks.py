@@ -10,6 +10,17 @@ import torch
 from torch import nn
 
 
+def in_fp32(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`module(x)` computed in fp32 even inside CPU bf16 autocast (training's), unchanged elsewhere.
+
+    For the small layers whose outputs a bf16 mantissa (8 bits) would blur: gate scores and the head's maps.
+    """
+    if x.is_cpu and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            return module(x.float())
+    return module(x)
+
+
 def autopad(k: int, p: int | None = None) -> int:
     """Padding that keeps the spatial size for stride 1 ('same')."""
     return k // 2 if p is None else p

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..gating import gate_rule
-from .blocks import C3, SPPF, Concat, Conv
+from .blocks import C3, SPPF, Concat, Conv, in_fp32
 from .config import DEFAULT_ANCHORS_PX, STRIDES, Scale, resolve_scale
 from .gate import Gate, scale_gradient
 from .head import Detect
@@ -176,7 +176,7 @@ class DHNet(nn.Module):
         """Raw logit of gate `index` (0 reads P3 and decides stage 2; 1 reads P4, stage 3)."""
         if self.gates is None:
             raise RuntimeError("this DHNet was built without gates (static YOLOv5)")
-        return self.gates[index](features)
+        return in_fp32(self.gates[index], features)
 
     # --- forwards ---------------------------------------------------------------------------
     def forward_static(self, x: torch.Tensor) -> list[torch.Tensor]:

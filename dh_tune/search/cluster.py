@@ -1,7 +1,8 @@
 """How many search trials run at once: the cluster's nodes against one trial's Ray Train worker group.
 
-A trial is its Ray Train workers (CPUs each and, on GPU pipelines, one GPU each) plus the trial's own token CPU
-share. Ray Train gang-schedules a trial's workers in one placement group, so a trial starts with all of them
+A trial of several workers is its Ray Train workers (CPUs each and, on GPU pipelines, one GPU each) plus the
+trial's own token CPU share; a one-worker trial trains in its own process, which then holds the worker's CPUs
+(and GPU) and no share beside them. Ray Train gang-schedules a trial's workers in one placement group, so a trial starts with all of them
 or not at all; running no more trials than the nodes hold whole means no trial's workers wait on each other
 or on another trial's.
 """
@@ -35,9 +36,22 @@ class TrialShape:
     gpus_per_worker: float = 0.0
     trial_cpus: float = TRIAL_CPU
 
+    @property
+    def in_process(self) -> bool:
+        """The trial trains in its own process (one worker, no share of its own), not through a TorchTrainer."""
+        return self.trial_cpus == 0
+
     def describe(self) -> str:
         gpu = f", {self.gpus_per_worker:g} GPU" if self.gpus_per_worker else ""
+        if self.in_process:
+            return f"1 worker in the trial's process ({self.cpus_per_worker:g} CPU{gpu})"
         return f"{self.workers} worker(s) x ({self.cpus_per_worker:g} CPU{gpu}) + {self.trial_cpus:g} CPU"
+
+    def resources(self) -> dict[str, float]:
+        """What the Tune trial itself asks for: the worker's CPUs (and GPU) in process, else its token share."""
+        if not self.in_process:
+            return {"CPU": self.trial_cpus}
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
 
 
 @dataclass(frozen=True)
@@ -124,9 +138,12 @@ def cluster_nodes() -> list[NodeResources]:
 
 
 def trial_shape(workers: int, cpus_per_worker: float, gpu: bool, nodes: Sequence[NodeResources]) -> TrialShape:
-    """The pipeline's worker group as a trial's shape. Where the workers would fill the nodes' CPUs so exactly
-    that trials' token shares cost whole workers, the workers give the share up between them (a 2-CPU machine
-    runs a 2-CPU trial; 8-GPU, 64-CPU nodes run four 2 x 8-CPU trials each, not three)."""
+    """The pipeline's worker group as a trial's shape. One worker trains in the trial's own process (Ray Train's
+    controller and worker group would cost ~10 s a trial and a process). Where several workers would fill the
+    nodes' CPUs so exactly that trials' token shares cost whole workers, the workers give the share up between
+    them (8-GPU, 64-CPU nodes run four 2 x 8-CPU trials each, not three)."""
+    if workers == 1:
+        return TrialShape(1, cpus_per_worker, 1.0 if gpu else 0.0, trial_cpus=0.0)
     shape = TrialShape(workers, cpus_per_worker, 1.0 if gpu else 0.0)
     shrunk = TrialShape(workers, cpus_per_worker - TRIAL_CPU / workers, shape.gpus_per_worker)
     if shrunk.cpus_per_worker > 0 and cluster_capacity(nodes, shrunk) > cluster_capacity(nodes, shape):

@@ -312,6 +312,7 @@ def _run_trials(req: SearchRequest, inputs: _Inputs, tracking: Tracking | None, 
                            base_checkpoint=str(base) if base else None,
                            latency_tables={s: str(_table_path(out, t, s, req)) for s, t in latency.items()},
                            budget_ms=req.budgets[0], tracking=tracking, cpus_per_worker=plan.shape.cpus_per_worker,
+                           in_process=plan.shape.in_process,
                            base_plain=req.imported is not None or _plain_detector(p.train.loss),
                            base_gates_trained=req.imported is None and p.train.loss.gate_lambda > 0,
                            source=req.imported.source if req.imported is not None else None)

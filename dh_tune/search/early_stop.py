@@ -104,6 +104,15 @@ def optuna_search_class():
     return PruningOptunaSearch
 
 
+def report_epoch(metrics: dict[str, Any], _checkpoint_dir: Any = None) -> None:
+    """The reporter of a trial training in its own process: each epoch with a front report goes to Tune."""
+    import ray.tune
+
+    result = epoch_result(metrics)
+    if result is not None:
+        ray.tune.report(result)
+
+
 def epoch_report_callback():
     """A Ray Train callback (in a Tune trial) that sends each epoch with a front report to Tune."""
     from ray.tune.integration.ray_train import TuneReportCallback

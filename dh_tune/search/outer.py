@@ -1,6 +1,6 @@
 """Outer search: Ray Tune + OptunaSearch over the gate-loss hyperparameters, trials sized from the cluster.
 
-Each Tune trial trains a DH-Net through Ray Train (dh_tune.search.trial). As many trials run at once as the
+Each Tune trial trains a DH-Net, in its own process or (several workers) through Ray Train (dh_tune.search.trial). As many trials run at once as the
 cluster holds (dh_tune.search.cluster); they report every few epochs and ASHA stops those whose front lags
 (dh_tune.search.early_stop). Results are files under OUT/trials, so a re-run with the same OUT skips ended
 trials; a trial a killed search left running is marked failed in Optuna's study and the sampler continues
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from .cluster import TRIAL_CPU, ConcurrencyPlan
+from .cluster import ConcurrencyPlan
 from .records import TrialStatus
 from .space import Dimension, paper_point
 from .trial import TrialSetup, trainable
@@ -76,8 +76,9 @@ def run_outer(setup: TrialSetup, dims: list[Dimension], n_trials: int, plan: Con
                                      storage=storage, study_name=study_name, points_to_evaluate=start or None)
     scheduler, stopping = asha_scheduler(pipeline.search, pipeline.search.trial_epochs)
     fn = tune.with_parameters(trainable, setup=asdict(setup), dims=[asdict(d) for d in dims])
-    # The trial only waits for its TorchTrainer: it holds a token CPU share, its workers the rest.
-    fn = tune.with_resources(fn, {"CPU": TRIAL_CPU})
+    # A one-worker trial trains in its process, which holds the worker's resources; a trial of several waits
+    # for its TorchTrainer with a token CPU share, its workers hold the rest.
+    fn = tune.with_resources(fn, plan.shape.resources())
     tracking_uri = setup.tracking.uri if setup.tracking is not None else None
     ends = trial_end_callback(out, tracking_uri)
     tuner = tune.Tuner(

@@ -63,7 +63,9 @@ def summary_text(f: FinishedSearch) -> str:
     lines += imported_lines(f.req, f.models)
     if f.hv:
         lines.append(f"Optuna's threshold front reaches {100 * min(f.hv):.1f}% of the exact grid sweep's hypervolume")
-    lines += model_lines(f.models, gates_only=f.req.imported is not None)
+    paper = {m.trial_id for m in f.models if m.paper_point}
+    frozen = any(d.freeze == "detector" for d in f.docs if d.trial_id in paper)
+    lines += model_lines(f.models, gates_only=f.req.imported is not None or frozen)
     lines += budget_header(f)
     for choice, e in zip(f.choices, f.exported):
         lines += budget_lines(f, choice, e.doc)

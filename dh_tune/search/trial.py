@@ -1,7 +1,7 @@
 """One outer-search trial: train with the sampled hyperparameters, report each epoch's front, score the result.
 
-A trial is a Ray Tune function trainable that trains through Ray Train (a TorchTrainer inside the trial),
-reports every few epochs the hypervolume of its threshold front (which early stopping reads), then builds its
+A trial is a Ray Tune function trainable that trains in its own process (one worker) or through Ray Train (a
+TorchTrainer inside the trial, for several workers), reports every few epochs the hypervolume of its threshold front (which early stopping reads), then builds its
 exit tables and runs the inner threshold search. Everything it finds goes to OUT/trials/<id>/result.json; a
 trial restarted after its process was lost resumes its training from the run folder's last checkpoint.
 """
@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from .records import ReportedPoint, TrialResult, TrialStatus
 from .space import Dimension, loss_params, train_overrides
 from .trial_docs import adopt_interrupted, ended_trials, read_result, same_point, write_result
 
+if TYPE_CHECKING:
+    from ..train.loop import Reporter
+
 
 @dataclass
 class TrialSetup:
@@ -42,6 +45,7 @@ class TrialSetup:
     budget_ms: float
     tracking: Tracking | None  # the search's MLflow run, parent of the trials' runs
     cpus_per_worker: float
+    in_process: bool = False  # one worker: the training loop runs in the trial's process, not on Ray Train
     base_plain: bool = False  # the base was trained as a plain detector: gates-only trials cannot change it
     base_gates_trained: bool = True  # False for an imported detector, whose gates start untrained
     source: dict[str, Any] | None = None  # an imported base's origin (file, sha256), recorded by every trial
@@ -152,11 +156,11 @@ def _resume_from(train_dir: Path, epochs: int) -> tuple[Path | None, bool]:
 
 
 def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
-              callbacks: list | None = None) -> TrialResult:
+              reports: EpochReports | None = None) -> TrialResult:
     """Train with the sampled hyperparameters, then search its thresholds; the trial's result document.
 
     A failure is recorded (status failed, with its reason) and returned, never raised: Tune retries only trials
-    whose process was lost. `callbacks` go to the trial's Ray Train run (the per-epoch reports into Tune).
+    whose process was lost. `reports` carry the per-epoch reports into Tune.
     """
     import ray.tune
 
@@ -178,7 +182,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
     doc.resumed_from = adopt_interrupted(Path(setup.out_dir), trial_dir, params)  # go on from a killed training
     write_result(trial_dir, doc)
     try:
-        _train_and_score(doc, base, setup, trial_dir, callbacks)
+        _train_and_score(doc, base, setup, trial_dir, reports or EpochReports())
     except Exception as exc:  # noqa: BLE001 - a failed trial is recorded, the search goes on
         from ..ray_setup import ray_failure
 
@@ -194,7 +198,7 @@ def run_trial(config: dict[str, Any], setup: TrialSetup, dims: list[Dimension],
 
 
 def _train_and_score(doc: TrialResult, base: Pipeline, setup: TrialSetup, trial_dir: Path,
-                     callbacks: list | None) -> None:
+                     reports: EpochReports) -> None:
     """Train the trial's model (or read back its finished training), score it and record it in `doc`."""
     from ..train.run import TrainOptions, TrainOutcome, read_run, run_training
 
@@ -209,11 +213,11 @@ def _train_and_score(doc: TrialResult, base: Pipeline, setup: TrialSetup, trial_
                                ckpt["metrics"], read_run(train_dir).get("mlflow_run_id"))
     else:
         outcome = run_training(pipeline, TrainOptions(
-            run_dir=train_dir, resume=resume, dataset=setup.dataset, parent=setup.tracking,
+            run_dir=train_dir, resume=resume, dataset=setup.dataset, parent=setup.tracking, use_ray=not setup.in_process,
             init_checkpoint=setup.base_checkpoint, track=setup.tracking is not None,
             extra_tags={"trial_id": trial_id, "search_role": "trial", "freeze": pipeline.train.freeze,
                         **source_tags(setup.source)}, run_name=f"trial-{trial_id}",
-            tune_callbacks=callbacks, failure_status=lambda _: _stopped_or_failed(trial_dir),
+            tune_callbacks=reports.callbacks, report=reports.report, failure_status=lambda _: _stopped_or_failed(trial_dir),
             epoch_scorer=epoch_front(pipeline, setup.dataset, setup.latency_tables, setup.budget_ms)))
     latency = {int(s): LatencyTable.load(p) for s, p in setup.latency_tables.items()}
     result = evaluate_trained(outcome.best, pipeline, setup.dataset, latency, trial_dir / "cache",
@@ -258,12 +262,26 @@ def final_result(doc: TrialResult) -> dict[str, Any]:
     return {k: v for k, v in out.items() if not (isinstance(v, float) and np.isnan(v))}
 
 
+@dataclass
+class EpochReports:
+    """How a trial's epochs reach Tune: in its own process a report function (the loop's reporter), on Ray Train a
+    callback of the trainer; none outside Tune."""
+
+    report: Reporter | None = None
+    callbacks: list | None = None
+
+    @classmethod
+    def into_tune(cls, in_process: bool) -> EpochReports:
+        from .early_stop import epoch_report_callback, report_epoch
+
+        return cls(report=report_epoch) if in_process else cls(callbacks=[epoch_report_callback()])
+
+
 def trainable(config: dict[str, Any], setup: dict[str, Any], dims: list[dict]) -> None:
     """The Tune function trainable: one trial, then its final report."""
     import ray.tune
 
-    from .early_stop import epoch_report_callback
-
-    doc = run_trial(config, TrialSetup.from_dict(setup), [Dimension(**d) for d in dims],
-                    callbacks=[epoch_report_callback()])
+    trial_setup = TrialSetup.from_dict(setup)
+    doc = run_trial(config, trial_setup, [Dimension(**d) for d in dims],
+                    reports=EpochReports.into_tune(trial_setup.in_process))
     ray.tune.report(final_result(doc))

@@ -24,6 +24,7 @@ from .data_setup import Splits, loader_options
 from .ema import ModelEMA
 from .gates_only import Place
 from .gradients import clip_gradients
+from .precision import autocast_dtype
 from .schedule import Schedule, apply_schedule, make_optimizer
 from .validate import fitness, precise_bn, validate
 
@@ -44,14 +45,15 @@ class Batches:
 
 @dataclass
 class Updates:
-    """What changes the weights: the optimiser, the gradient scaler (AMP only on CUDA) and the EMA; and the
-    memory format the model and its inputs are kept in."""
+    """What changes the weights: the optimiser, the gradient scaler (fp16 AMP, only on CUDA) and the EMA; the
+    memory format the model and its inputs are kept in, and the dtype the forward pass autocasts to."""
 
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: ModelEMA | None
     amp: bool
     memory_format: torch.memory_format = torch.contiguous_format
+    autocast: torch.dtype | None = None  # the forward pass's autocast dtype (precision.autocast_dtype), None: fp32
 
 
 @dataclass
@@ -89,10 +91,11 @@ def updates(tc: TrainConfig, model: DHNet, device: torch.device) -> Updates:
     the model (and so its EMA) is moved to NHWC first."""
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model.to(memory_format=memory_format)  # type: ignore[call-overload]  # Module.to takes it; the stubs do not say so
-    optimizer = make_optimizer(model, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay)
-    amp = tc.amp and device.type == "cuda"
+    optimizer = make_optimizer(model, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay, tc.fused_optimizer)
+    dtype = autocast_dtype(tc, device)
+    amp = dtype is torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    return Updates(optimizer, scaler, ModelEMA(model) if tc.ema else None, amp, memory_format)
+    return Updates(optimizer, scaler, ModelEMA(model) if tc.ema else None, amp, memory_format, dtype)
 
 
 def assemble(pipeline: Pipeline, model: DHNet, opt: Updates, data: Batches, place: Place) -> FullRun:
@@ -110,7 +113,7 @@ def _step(run: FullRun, images: Tensor, targets: Tensor, ls: LossConfig, where: 
     device, opt = run.device, run.updates
     x = (images.to(device, non_blocking=True).float() / 255).contiguous(memory_format=opt.memory_format)
     gl = gate_targets(targets[:, 4:6], targets[:, 0].long(), images.shape[0], run.anchors, ls.eps)
-    with torch.autocast(device.type, enabled=opt.amp):
+    with torch.autocast(device.type, dtype=opt.autocast, enabled=opt.autocast is not None):
         maps, logits = run.net(x, gate_trunk_grad=ls.gate_trunk_grad)
     loss, items = run.criterion([m.float() for m in maps], logits.float(), targets.to(device), gl.to(device))
     if not torch.isfinite(loss):

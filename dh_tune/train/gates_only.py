@@ -257,7 +257,8 @@ def setup(pipeline: Pipeline, model: DHNet, records: list[ImageRecord], place: P
     heads: nn.Module = GateHeads(model.gates)
     if place.world_size > 1 and dist.is_initialized():  # only the gates have gradients, so only they are wrapped
         heads = DistributedDataParallel(heads, device_ids=[place.device.index] if place.device.type == "cuda" else None)
-    optimizer = make_optimizer(model.gates, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay)
+    optimizer = make_optimizer(model.gates, tc.optimizer, tc.lr0, tc.momentum, tc.weight_decay,
+                               tc.fused_optimizer)
     ema = ModelEMA(model, prefix=GATES) if tc.ema else None
     scaler = torch.amp.GradScaler(place.device.type, enabled=spec.amp)
     per_rank = max(tc.batch_size // place.world_size, 1)

@@ -17,7 +17,7 @@ import torch
 from ..model.checkpoint import load_checkpoint
 from ..pipeline import Pipeline
 from ..tracking import Tracking
-from .loop import EpochScorer, RunContext, train_loop
+from .loop import EpochScorer, Reporter, RunContext, train_loop
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class FitOptions:
     init_checkpoint: str | None = None  # a dh-tune checkpoint to start from (warm start)
     tracking: Tracking | None = None
     epoch_scorer: EpochScorer | None = None
+    report: Reporter | None = None  # in-process runs only: gets each epoch's metrics (Ray Train reports its own)
 
 
 def _epoch_metrics_sink(tracking: Tracking | None) -> Callable[[dict[str, float], int], None] | None:
@@ -105,9 +106,10 @@ def fit_with_ray(pipeline: Pipeline, fit: FitOptions, *, callbacks: list | None 
 
 
 def fit_local(pipeline: Pipeline, fit: FitOptions) -> dict[str, float]:
-    """The same loop in this process, without Ray (one worker)."""
+    """The same loop in this process, without Ray Train (one worker; in a Tune trial, on the threads Ray gives
+    the trial's CPUs)."""
     device = torch.device("cuda" if pipeline.ray.gpu and torch.cuda.is_available() else "cpu")
-    ctx = RunContext(run_dir=fit.run_dir, device=device,
+    ctx = RunContext(run_dir=fit.run_dir, device=device, report=fit.report,
                      resume_state=load_checkpoint(fit.resume_from) if fit.resume_from else None,
                      init_state=load_checkpoint(fit.init_checkpoint) if fit.init_checkpoint else None,
                      log_metrics=_epoch_metrics_sink(fit.tracking), epoch_scorer=fit.epoch_scorer)

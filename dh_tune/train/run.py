@@ -17,7 +17,7 @@ from .data_setup import resolve_dataset
 from .plots import plot_history
 
 if TYPE_CHECKING:
-    from .loop import EpochScorer
+    from .loop import EpochScorer, Reporter
 
 RUN_FILE = "run.json"
 
@@ -68,6 +68,7 @@ class TrainOptions:
     use_ray: bool = True  # False: the loop in this process, one worker
     ray_address: str | None = None  # join this Ray cluster instead of starting Ray in-process
     tune_callbacks: list | None = None  # the Ray trainer's callbacks
+    report: Reporter | None = None  # in this process (use_ray False): gets each epoch's metrics (a Tune trial's)
     epoch_scorer: EpochScorer | None = None  # adds its numbers to the epochs it names (validation's model, rank 0)
     track: bool = True  # log to MLflow
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI or the local store
@@ -133,7 +134,8 @@ def _fit(pipeline: Pipeline, opts: TrainOptions, place: _Place, tracking: Tracki
     from .ray_runner import FitOptions
 
     fit = FitOptions(place.run_dir, dataset=place.dataset, resume_from=place.resume_from,
-                     init_checkpoint=opts.init_checkpoint, tracking=tracking, epoch_scorer=opts.epoch_scorer)
+                     init_checkpoint=opts.init_checkpoint, tracking=tracking, epoch_scorer=opts.epoch_scorer,
+                     report=opts.report)
     if opts.use_ray:
         from ..ray_setup import check_resources, init_ray
         from .ray_runner import fit_with_ray

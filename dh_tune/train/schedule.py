@@ -83,9 +83,11 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, *, epoc
 
 
 def make_optimizer(model: torch.nn.Module, name: str, lr0: float, momentum: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum (YOLOv5 default) or AdamW (beta1 = momentum), decay on weights only."""
+                   weight_decay: float, fused: bool = False) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (YOLOv5 default) or AdamW (beta1 = momentum), decay on weights only; `fused`:
+    one kernel updates every parameter (the same update, fewer passes over memory)."""
     groups = param_groups(model, weight_decay)
+    speed = {"fused": True} if fused else {}
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr0, betas=(momentum, 0.999))
-    return torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True)
+        return torch.optim.AdamW(groups, lr=lr0, betas=(momentum, 0.999), **speed)
+    return torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True, **speed)
